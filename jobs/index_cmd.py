@@ -1,0 +1,117 @@
+"""`photos index`: scan folders, run the models on Ray, write the index."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from jobs.options import index_option, resolve_index_dir
+from models.weights import default_weights_dir
+from pipeline.indexer import RunSummary, index_library
+from pipeline.plan import RunPlan
+from pipeline.settings import TASKS, IndexSettings, help_for
+
+EXIT_SOME_FAILED = 3
+"""Exit code of a run that finished but could not index some files (see `photos errors`)."""
+
+
+class _ProgressBar:
+    """Prints the plan, then a bar with rate and ETA on stderr while photos are processed."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+
+    def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
+        click.echo(
+            f"Found {plan.seen} photos: {len(plan.todo)} to index, {plan.unchanged} unchanged, "
+            f"{len(plan.scan_errors)} unreadable. Models: "
+            + ", ".join(f"{task}={name}" for task, name in models.items()),
+            err=True,
+        )
+        self.bar = tqdm(total=len(plan.todo), unit="photo", file=sys.stderr, disable=not self.enabled,
+                        dynamic_ncols=True, smoothing=0.1)
+
+    def advanced(self, photos: int) -> None:
+        if self.bar is not None:
+            self.bar.update(photos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    tasks = tuple(t.strip() for t in value.split(",") if t.strip())
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise click.BadParameter(f"unknown task {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+    return tasks
+
+
+@click.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=str))
+@index_option
+@click.option("--models", "tasks", default=",".join(TASKS), callback=_parse_tasks, show_default=True,
+              help=help_for("tasks"))
+@click.option("--classifier", default=None, help=help_for("classifier"))
+@click.option("--weights-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help=help_for("weights_dir"))
+@click.option("--address", default=None, help=help_for("address"))
+@click.option("--batch-size", type=click.IntRange(1), default=IndexSettings.batch_size, show_default=True,
+              help=help_for("batch_size"))
+@click.option("--actors", "num_actors", type=click.IntRange(1), default=None, help=help_for("num_actors"))
+@click.option("--top-k", type=click.IntRange(1, 100), default=IndexSettings.top_k, show_default=True,
+              help=help_for("top_k"))
+@click.option("--num-cpus", "ray_num_cpus", type=click.IntRange(1), default=None, help=help_for("ray_num_cpus"))
+@click.option("--commit-rows", type=click.IntRange(1), default=IndexSettings.commit_rows, show_default=True,
+              help=help_for("commit_rows"))
+@click.option("--max-pixels", type=click.IntRange(1), default=IndexSettings.max_pixels, show_default=True,
+              help=help_for("max_pixels"))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
+          weights_dir: Path | None, address: str | None, batch_size: int, num_actors: int | None,
+          top_k: int, ray_num_cpus: int | None, commit_rows: int, max_pixels: int, quiet: bool) -> None:
+    """Index the photos under ROOTS (folders, walked recursively).
+
+    Unchanged photos are skipped, so running it every night costs only what changed.
+    Files that cannot be read are recorded (see `photos errors`) and the run goes on;
+    the exit code is then 3.
+
+    \b
+    Example:
+      photos index ~/Pictures /mnt/nas/photos --index ~/photo-index
+    """
+    settings = IndexSettings(
+        roots=roots, index_dir=resolve_index_dir(index_dir), tasks=tasks, classifier=classifier,
+        weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size,
+        num_actors=num_actors, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
+        max_pixels=max_pixels,
+    )
+    bar = _ProgressBar(enabled=not quiet)
+    try:
+        summary = index_library(settings, progress=bar)
+    finally:
+        bar.close()
+    _print_summary(summary)
+    if summary.failed:
+        sys.exit(EXIT_SOME_FAILED)
+
+
+def _print_summary(s: RunSummary) -> None:
+    click.echo(
+        f"\nRun {s.run_id} {s.status} in {s.seconds:.1f} s ({s.images_per_s:.1f} photos/s)\n"
+        f"  seen       {s.seen}\n"
+        f"  indexed    {s.indexed}\n"
+        f"  unchanged  {s.unchanged}\n"
+        f"  failed     {s.failed}\n"
+        f"  index      {s.index_dir}"
+    )
+    shown = s.failures[:10]
+    for path, stage, reason in shown:
+        click.echo(f"  ! {path}: {reason} ({stage})")
+    if len(s.failures) > len(shown):
+        click.echo(f"  ... and {len(s.failures) - len(shown)} more: `photos errors`")

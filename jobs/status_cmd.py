@@ -1,0 +1,57 @@
+"""`photos status` and `photos errors`: what the index holds and what failed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from jobs.options import index_option, resolve_index_dir
+from pipeline.store import IndexStore
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+@click.command()
+@index_option
+@click.option("--runs", "n_runs", type=click.IntRange(1), default=5, show_default=True, help="Runs to show.")
+def status(index_dir: Path | None, n_runs: int) -> None:
+    """Library totals and the last runs."""
+    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
+    try:
+        counts = store.counts()
+        runs = store.last_runs(n_runs)
+    finally:
+        store.close()
+    click.echo(f"Index {store.path.parent}")
+    click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   failed files {counts['errors']}")
+    click.echo("\nRUN  STARTED           STATUS       SEEN  INDEXED  UNCHANGED  FAILED  PHOTOS/S  MODELS")
+    for r in runs:
+        models = ",".join(json.loads(r["models"]).values())
+        click.echo(
+            f"{r['id']:>3}  {_when(r['started_at']):<16}  {r['status']:<11} {r['seen']:>5}  {r['indexed']:>7}  "
+            f"{r['skipped']:>9}  {r['failed']:>6}  {r['images_per_s'] or 0:>8.1f}  {models}"
+        )
+
+
+@click.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, stage, reason}.")
+def errors(index_dir: Path | None, as_json: bool) -> None:
+    """Files that could not be indexed, with the stage and the reason."""
+    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
+    try:
+        failures = store.run_errors()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([{"path": p, "stage": s, "reason": r} for p, s, r in failures], indent=2))
+        return
+    if not failures:
+        click.echo("No failed files.")
+    for path, stage, reason in failures:
+        click.echo(f"{path}\n    {stage}: {reason}")

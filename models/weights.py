@@ -1,0 +1,109 @@
+"""Find, fetch, verify and load model weight files.
+
+Lookup order, so that offline machines and clusters work without a model hub:
+
+1. ``--weights-dir`` / ``$PHOTOS_WEIGHTS_DIR`` (a folder you copy the files into);
+2. the torch hub cache, ``$TORCH_HOME/hub/checkpoints`` (where torchvision itself caches);
+3. a Python package that ships the file (EfficientNet-Lite0);
+4. download into the torch hub cache with ``torch.hub.download_url_to_file``, as torchvision
+   does, unless ``offline``.
+
+Every file is checked against the SHA-256 prefix in its name (torchvision's convention,
+e.g. ``resnet50-11ad3fa6.pth``) and loaded with ``weights_only=True``, so a truncated or
+tampered file is an error, never a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from pipeline.errors import WeightsMissingError
+
+if TYPE_CHECKING:
+    from models.registry import ModelSpec
+
+
+def hub_checkpoints_dir() -> Path:
+    """torchvision's weight cache: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def default_weights_dir() -> Path | None:
+    env = os.environ.get("PHOTOS_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else None
+
+
+def locate_weights(spec: ModelSpec, weights_dir: Path | None) -> Path | None:
+    """The first local copy of ``spec``'s weight file, or None. Does not verify it."""
+    folders = [d for d in (weights_dir or default_weights_dir(), hub_checkpoints_dir()) if d]
+    for folder in folders:
+        candidate = folder / spec.file_name
+        if candidate.is_file():
+            return candidate
+    if spec.packaged_path is not None:
+        packaged = spec.packaged_path()
+        if packaged is not None and packaged.is_file():
+            return packaged
+    return None
+
+
+def missing_message(spec: ModelSpec, weights_dir: Path | None) -> str:
+    """What to tell a user whose weights for ``spec`` are nowhere to be found."""
+    looked = [str(d) for d in (weights_dir or default_weights_dir(), hub_checkpoints_dir()) if d]
+    return (
+        f"weights for {spec.name} ({spec.file_name}) not found in {', '.join(looked)}. "
+        f"Run `photos models download {spec.name}` on a machine with internet and copy "
+        f"{spec.file_name} into a folder given by --weights-dir (or PHOTOS_WEIGHTS_DIR), "
+        f"or into {hub_checkpoints_dir()}."
+    )
+
+
+def fetch_weights(spec: ModelSpec, weights_dir: Path | None, offline: bool) -> Path:
+    """A verified local weight file for ``spec``, downloading it if allowed and needed."""
+    path = locate_weights(spec, weights_dir)
+    if path is None and not offline and spec.url:
+        path = _download(spec)
+    if path is None:
+        raise WeightsMissingError(missing_message(spec, weights_dir))
+    verify_weights(spec, path)
+    return path
+
+
+def _download(spec: ModelSpec) -> Path | None:
+    target = hub_checkpoints_dir() / spec.file_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=spec.sha256_prefix, progress=True)
+    except Exception:  # no network, proxy, HTTP error, bad hash: all mean "not available"
+        return None
+    return target
+
+
+def verify_weights(spec: ModelSpec, path: Path) -> None:
+    """Raise if ``path``'s SHA-256 does not start with the prefix its name promises."""
+    if not spec.sha256_prefix:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(spec.sha256_prefix):
+        raise WeightsMissingError(
+            f"weights file {path} is corrupt or not the expected file (SHA-256 does not start "
+            f"with {spec.sha256_prefix}); delete it and provide {spec.file_name} again"
+        )
+
+
+def load_state_dict(spec: ModelSpec, weights_dir: Path | None, offline: bool) -> Mapping[str, torch.Tensor]:
+    """Fetch, verify and load ``spec``'s weights as tensors (never unpickling code)."""
+    path = fetch_weights(spec, weights_dir, offline)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsMissingError(f"cannot load weights file {path}: {exc}") from exc

@@ -1,0 +1,116 @@
+"""Stage 3: run every selected model on a batch of decoded photos.
+
+One generic stage for all tasks: it holds a list of :class:`~models.base.ModelWrapper`
+objects and knows nothing about what they compute. In Ray it is the callable class of an
+actor pool (``pipeline/job.py``), so models load once per actor, not once per batch.
+
+A model that fails on a batch is retried photo by photo, so one odd image becomes one
+error row (stage = the task) instead of failing its whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from models.base import ModelWrapper
+from models.registry import ModelSpec
+from models.tasks import TASK_WRAPPERS, TaskOptions
+from models.weights import load_state_dict
+
+BASE_FIELDS = [
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("size", pa.int64(), nullable=False),
+    pa.field("mtime_ns", pa.int64(), nullable=False),
+    pa.field("width", pa.int32(), nullable=False),
+    pa.field("height", pa.int32(), nullable=False),
+    pa.field("error_stage", pa.string(), nullable=False),
+    pa.field("error_reason", pa.string(), nullable=False),
+]
+RESULT_SCHEMA = pa.schema(BASE_FIELDS + [pa.field(w.column, w.arrow_type) for w in TASK_WRAPPERS.values()])
+"""Rows out of the inference stage: every task's column, null where the task did not run."""
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model to run. The spec travels to the actors whole, so they need no registry lookup."""
+
+    task: str
+    spec: ModelSpec
+
+
+def pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class InferenceStage:
+    """Callable over decoded batches (``decode_batch``'s output) returning result rows."""
+
+    def __init__(self, plans: Sequence[ModelPlan], weights_dir: Path | None,
+                 options: TaskOptions, cpu_threads: int | None = None) -> None:
+        """Load every model once. Weights are looked up again where this runs (a cluster
+        node), with the same lookup the driver used to check them."""
+        device = pick_device()
+        if device == "cpu" and cpu_threads:
+            torch.set_num_threads(cpu_threads)
+        self.wrappers: list[ModelWrapper] = []
+        for plan in plans:
+            state_dict = load_state_dict(plan.spec, weights_dir, offline=True)
+            wrapper = TASK_WRAPPERS[plan.task](plan.spec, state_dict, device, options)
+            wrapper.load()
+            self.wrappers.append(wrapper)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        n = len(batch["path"])
+        stages = [str(s) for s in batch["error_stage"]]
+        reasons = [str(r) for r in batch["error_reason"]]
+        columns: dict[str, list] = {w.column: [None] * n for w in TASK_WRAPPERS.values()}
+        for wrapper in self.wrappers:
+            live = [i for i in range(n) if not reasons[i]]
+            if not live:
+                break
+            for i, outcome in zip(live, _predict_isolating(wrapper, [batch["image"][i] for i in live])):
+                if isinstance(outcome, _Failure):
+                    stages[i], reasons[i] = wrapper.task, outcome.reason
+                else:
+                    columns[wrapper.column][i] = outcome
+        for values in columns.values():  # a photo that failed any task keeps no result
+            for i in range(n):
+                if reasons[i]:
+                    values[i] = None
+        return pa.table({
+            "path": [str(p) for p in batch["path"]],
+            "size": np.asarray(batch["size"], dtype=np.int64),
+            "mtime_ns": np.asarray(batch["mtime_ns"], dtype=np.int64),
+            "width": np.asarray(batch["width"], dtype=np.int32),
+            "height": np.asarray(batch["height"], dtype=np.int32),
+            "error_stage": stages,
+            "error_reason": reasons,
+            **columns,
+        }, schema=RESULT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+
+
+def _predict_isolating(wrapper: ModelWrapper, images: list[np.ndarray]) -> list:
+    """Predict the batch; if that fails, each image alone, so only the bad ones fail."""
+    if len(images) > 1:
+        try:
+            return wrapper.predict(images)
+        except Exception:
+            pass
+    outcomes: list = []
+    for image in images:
+        try:
+            outcomes.extend(wrapper.predict([image]))
+        except Exception as exc:
+            outcomes.append(_Failure(f"{wrapper.spec.name} failed on this image: {type(exc).__name__}: {exc}"))
+    return outcomes

@@ -1,0 +1,95 @@
+"""All Ray wiring: start or join Ray, and stream photos through decode and inference.
+
+The pipeline is a Ray Data dataset::
+
+    from_items(paths) -> map_batches(decode_batch)        CPU tasks
+                      -> map_batches(InferenceStage)      actor pool, one GPU each if any
+                      -> iter_batches() in the driver     IndexWriter commits
+
+Ray Data streams it: decoded images are produced only as fast as the actors consume
+them (backpressure), and only result rows, never pixels, come back to the driver.
+Keeping every Ray call here means a change of Ray API touches one file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+import ray
+
+from models.tasks import TaskOptions
+from pipeline.decode import decode_batch
+from pipeline.inference import InferenceStage, ModelPlan
+from pipeline.records import ScannedFile
+from pipeline.settings import IndexSettings
+
+ROWS_PER_BLOCK_MIN = 64
+MAX_BLOCKS = 20_000
+DECODE_TASK_MEMORY = 256 * 1024 * 1024
+"""Bytes a decode task reserves: a 12 MP JPEG decodes to ~36 MB, plus the batch's output."""
+
+
+class RaySession:
+    """Ray for one run: joins ``address`` or starts a local Ray, and stops only what it started."""
+
+    def __init__(self, settings: IndexSettings) -> None:
+        self.started = False
+        for name in ("ray", "ray.data"):  # Ray's start-up chatter is not for photo users
+            logging.getLogger(name).setLevel(logging.ERROR)
+        if not ray.is_initialized():
+            kwargs = {} if settings.address else {"num_cpus": settings.ray_num_cpus}
+            ray.init(address=settings.address, include_dashboard=False,
+                     logging_level=logging.ERROR, log_to_driver=False, **kwargs)
+            self.started = True
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the CLI draws one bar for the whole run
+        context.print_on_execution_start = False
+        for handler in logging.getLogger("ray.data").handlers:
+            if handler.get_name() == "console":  # Ray Data's own file log keeps everything
+                handler.setLevel(logging.ERROR)
+
+    def gpus(self) -> int:
+        return int(ray.cluster_resources().get("GPU", 0))
+
+    def close(self) -> None:
+        if self.started:
+            ray.shutdown()
+
+
+def run_pipeline(files: Sequence[ScannedFile], settings: IndexSettings, plans: Sequence[ModelPlan],
+                 gpus: int) -> Iterator[pa.Table]:
+    """Yield result tables (``RESULT_SCHEMA``) for ``files``, in no particular order."""
+    if not files:
+        return
+    rows_per_block = max(ROWS_PER_BLOCK_MIN, math.ceil(len(files) / MAX_BLOCKS))
+    items = [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+    dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows_per_block))
+    decoded = dataset.map_batches(
+        decode_batch,
+        fn_kwargs={"image_size": settings.image_size, "max_pixels": settings.max_pixels},
+        batch_size=settings.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=settings.decode_cpus,
+        # Distinct remote args keep Ray Data from fusing decode into the model actors,
+        # so decoding runs in parallel tasks beside inference instead of before it.
+        memory=DECODE_TASK_MEMORY,
+    )
+    actors = settings.num_actors or max(1, gpus)
+    results = decoded.map_batches(
+        InferenceStage,
+        fn_constructor_kwargs={
+            "plans": list(plans), "weights_dir": settings.weights_dir,
+            "options": TaskOptions(top_k=settings.top_k),
+            "cpu_threads": None if gpus else max(1, int(settings.actor_cpus)),
+        },
+        batch_size=settings.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else settings.actor_cpus,
+    )
+    yield from results.iter_batches(batch_size=None, batch_format="pyarrow")
+

@@ -1,0 +1,23 @@
+"""Plain records that flow between the pipeline's stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """A candidate photo found by the scan: identity for incremental runs is (path, size, mtime)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FileError:
+    """A file that could not be indexed, and why; stored as an error row, never raised."""
+
+    path: str
+    stage: str
+    reason: str

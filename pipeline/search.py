@@ -1,0 +1,128 @@
+"""Search the index: words in, photos out, best first.
+
+A query is a list of terms; a photo must match every term (AND), and a term written
+``-word`` excludes photos that match it. A term matches a set of model labels:
+
+- through the vocabulary (``vocabulary.json``): "dog" -> the 118 dog breeds, "beach" ->
+  seashore, sandbar;
+- through full-text search over label names (FTS5, porter stemming): "retriever" ->
+  golden retriever, Labrador retriever; "dogs" -> any label with the word "dog".
+
+Ranking: a term's score for a photo is the sum of the photo's scores for the labels the
+term matches, capped at 1 (classifier scores are probabilities, so summing the breeds
+gives the probability of "dog"); a photo's score is the product of its term scores.
+
+Only word characters reach SQL, and always as bound parameters or quoted FTS strings,
+so quotes, ``*``, ``NOT`` or ``;`` in a query are just characters that match nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, func, literal, select, text
+
+from pipeline import vocabulary
+from pipeline.errors import QueryError
+from pipeline.store import IndexStore, labels, photos
+
+MAX_TERMS = 16
+"""More terms than this is not a photo search; refuse rather than build a huge query."""
+DEFAULT_MIN_SCORE = 0.05
+"""Below this a label is the model's noise, not evidence (top-5 tails are often 0.001)."""
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One search term: its words, and whether it excludes (``-word``)."""
+
+    text: str
+    words: tuple[str, ...]
+    exclude: bool = False
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One matching photo with its score and the labels that made it match."""
+
+    path: str
+    score: float
+    width: int
+    height: int
+    labels: list[dict[str, object]] = field(default_factory=list)  # {label, score, source}
+
+
+def parse_query(raw_terms: Sequence[str]) -> list[Term]:
+    """Terms from the command line; raises :class:`QueryError` when no term has a word."""
+    terms = []
+    for raw in raw_terms:
+        exclude = raw.startswith("-")
+        words = tuple(w.lower() for w in _WORD.findall(raw))
+        if words:
+            terms.append(Term(raw, words, exclude))
+    if not terms:
+        raise QueryError("give at least one search word, e.g. `photos search beach`")
+    if len(terms) > MAX_TERMS:
+        raise QueryError(f"too many search terms ({len(terms)}); at most {MAX_TERMS}")
+    if all(t.exclude for t in terms):
+        raise QueryError("a search needs at least one word that is not excluded with '-'")
+    return terms
+
+
+def matching_labels(store: IndexStore, term: Term) -> set[str]:
+    """The label names a term stands for: vocabulary expansion plus full-text matches."""
+    found = set(vocabulary.expand(" ".join(term.words)))
+    fts_query = " ".join('"' + w.replace('"', '""') + '"' for w in term.words)
+    with store.engine.connect() as conn:
+        found.update(conn.execute(
+            text("SELECT label FROM label_fts WHERE label_fts MATCH :q"), {"q": fts_query}
+        ).scalars())
+    return found
+
+
+def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20,
+           min_score: float = DEFAULT_MIN_SCORE) -> list[SearchHit]:
+    """Photos matching every term of ``raw_terms``, best first, at most ``limit``.
+
+    A photo whose score for some term is below ``min_score`` does not match that term.
+    """
+    terms = parse_query(raw_terms)
+    include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
+    exclude = set().union(*(matching_labels(store, t) for t in terms if t.exclude))
+    if any(not found for _, found in include):
+        return []
+    term_scores = [
+        select(labels.c.photo_id, func.min(1.0, func.sum(labels.c.score)).label("s"))
+        .where(labels.c.label.in_(sorted(found)))
+        .group_by(labels.c.photo_id)
+        .having(func.sum(labels.c.score) >= min_score)
+        .subquery(f"t{i}")
+        for i, (_, found) in enumerate(include)
+    ]
+    score = literal(1.0)
+    query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height)
+    for sub in term_scores:
+        query = query.join(sub, sub.c.photo_id == photos.c.id)
+        score = score * sub.c.s
+    if exclude:
+        excluded = (
+            select(labels.c.photo_id).where(labels.c.label.in_(sorted(exclude)))
+            .group_by(labels.c.photo_id).having(func.sum(labels.c.score) >= min_score)
+        )
+        query = query.where(photos.c.id.not_in(excluded))
+    query = query.add_columns(score.label("score")).order_by(score.desc(), photos.c.path).limit(limit)
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+        wanted = sorted(set().union(*(found for _, found in include)))
+        matched: dict[int, list[dict[str, object]]] = {row.id: [] for row in rows}
+        if rows:
+            for m in conn.execute(
+                select(labels.c.photo_id, labels.c.label, labels.c.score, labels.c.source)
+                .where(and_(labels.c.photo_id.in_(list(matched)), labels.c.label.in_(wanted)))
+                .order_by(labels.c.score.desc())
+            ):
+                matched[m.photo_id].append({"label": m.label, "score": round(m.score, 4), "source": m.source})
+    return [SearchHit(r.path, float(r.score), r.width, r.height, matched[r.id]) for r in rows]

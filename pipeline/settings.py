@@ -1,0 +1,77 @@
+"""One typed settings object for an indexing run, built once at the entry point.
+
+Every setting has its default and its help text here, in one table; the CLI reads the
+help from :func:`help_for` so `photos index --help` and the library never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+TASKS = ("classify",)
+"""Tasks the pipeline knows, in the order they run on each photo."""
+
+
+def default_index_dir() -> Path:
+    """``$PHOTOS_INDEX``, else ``$XDG_DATA_HOME/photos``, else ``~/.local/share/photos``."""
+    if env := os.environ.get("PHOTOS_INDEX"):
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "photos"
+
+
+def _setting(default, help: str, **kwargs):  # noqa: A002 - mirrors click's keyword
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Everything one `photos index` run needs; passed down explicitly, never global."""
+
+    roots: tuple[str, ...] = _setting((), "Photo folders to index, walked recursively.")
+    index_dir: Path = field(
+        default_factory=default_index_dir,
+        metadata={"help": "Index folder (SQLite + Parquet). Env: PHOTOS_INDEX."},
+    )
+    address: str | None = _setting(
+        None, "Ray cluster to join ('auto' or host:port). Default: start Ray locally."
+    )
+    tasks: tuple[str, ...] = _setting(TASKS, "Comma-separated tasks to run: " + ",".join(TASKS) + ".")
+    classifier: str | None = _setting(
+        None,
+        "Classifier name (see `photos models list`). Default: efficientnet_lite0 on CPU, "
+        "efficientnet_v2_s on GPU.",
+    )
+    weights_dir: Path | None = _setting(
+        None, "Folder with model weight files, for offline machines. Env: PHOTOS_WEIGHTS_DIR."
+    )
+    top_k: int = _setting(5, "Labels kept per photo from the classifier.")
+    batch_size: int = _setting(32, "Images per model call.")
+    num_actors: int | None = _setting(
+        None, "Model actors. Default: one per GPU, or one on a CPU-only machine."
+    )
+    actor_cpus: float = _setting(1.0, "CPUs reserved by each model actor (CPU inference threads).")
+    decode_batch_size: int = _setting(16, "Photos per decode task.")
+    decode_cpus: float = _setting(1.0, "CPUs reserved by each decode task.")
+    image_size: int = _setting(
+        256, "Shorter side, in pixels, that photos are decoded to before the models."
+    )
+    max_pixels: int = _setting(
+        200_000_000, "Refuse images that declare more pixels than this (decompression bombs)."
+    )
+    commit_rows: int = _setting(
+        500, "Photos per committed batch (one SQLite transaction and one Parquet file)."
+    )
+    ray_num_cpus: int | None = _setting(
+        None, "CPUs a locally started Ray may use. Default: all of this machine's."
+    )
+
+
+def help_for(name: str) -> str:
+    """The help text of setting ``name``, for the CLI's options."""
+    for f in fields(IndexSettings):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(name)

@@ -1,0 +1,276 @@
+"""The SQLite index, through SQLAlchemy Core: the only module that writes it.
+
+Tables: ``runs`` (one row per `photos index`), ``photos`` (one per indexed file),
+``labels`` (photo, label, score, source model), ``errors`` (one per file that failed,
+with stage and reason), ``parquet_files`` (the Parquet parts that belong to the index)
+and ``label_fts``, an FTS5 table over the distinct label names that search matches words
+against (porter stemming, so "dogs" finds "dog").
+
+The database runs in WAL mode, so `photos search` reads a consistent snapshot while a
+nightly run writes; each batch of results is one transaction (:meth:`IndexStore.commit_batch`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column, Engine, Float, ForeignKey, Index, Integer, MetaData, Table, Text, create_engine,
+    delete, event, func, insert, select, text, update,
+)
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from pipeline.errors import IndexStoreError
+
+DB_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("status", Text, nullable=False),  # running | done | failed | interrupted
+    Column("roots", Text, nullable=False),  # JSON list
+    Column("models", Text, nullable=False),  # JSON {task: model}
+    Column("seen", Integer, nullable=False, default=0),
+    Column("indexed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("seconds", Float),
+    Column("images_per_s", Float),
+)
+
+photos = Table(
+    "photos", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("indexed_at", Float, nullable=False),
+    Column("parquet_file", Text, nullable=False),
+)
+
+labels = Table(
+    "labels", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("source", Text, nullable=False),  # the task: classify | ...
+    Column("model", Text, nullable=False),
+    Index("ix_labels_label_score", "label", "score"),
+    Index("ix_labels_photo", "photo_id"),
+)
+
+errors = Table(
+    "errors", metadata,
+    Column("path", Text, primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+parquet_files = Table(
+    "parquet_files", metadata,
+    Column("name", Text, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+label_names = Table("label_names", metadata, Column("label", Text, primary_key=True))
+
+LabelRow = tuple[str, str, float, str, str]
+"""(photo path, label, score, source task, model name)."""
+
+_FTS_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS label_fts USING fts5(label, tokenize='porter unicode61')"
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the nightly writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each commit's checkpoint in WAL
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class IndexStore:
+    """The index database of one index folder."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self.engine = engine
+        self.path = path
+
+    @classmethod
+    def open(cls, index_dir: Path, create: bool = True) -> IndexStore:
+        """Open (and with ``create``, make) the index in ``index_dir``.
+
+        Raises :class:`IndexStoreError` when the folder is not writable, the database is
+        missing (``create=False``) or is not a SQLite database.
+        """
+        path = Path(index_dir) / DB_NAME
+        if not create and not path.exists():
+            raise IndexStoreError(f"no index at {index_dir}: run `photos index FOLDER` first")
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(f"sqlite:///{path}")
+            event.listen(engine, "connect", _on_connect)
+            store = cls(engine, path)
+            if create:
+                store._create_schema()
+            else:
+                store.schema_version()
+        except (OSError, OperationalError, DatabaseError) as exc:
+            raise IndexStoreError(f"cannot open the index database {path}: {_reason(exc)}") from exc
+        return store
+
+    def _create_schema(self) -> None:
+        with self.engine.begin() as conn:
+            version = conn.execute(text("PRAGMA user_version")).scalar_one()
+            if version > SCHEMA_VERSION:
+                raise IndexStoreError(
+                    f"index {self.path} was written by a newer photos (schema {version}); upgrade photos"
+                )
+            metadata.create_all(conn)
+            conn.execute(text(_FTS_DDL))
+            conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(text("PRAGMA user_version")).scalar_one()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- runs -------------------------------------------------------------------------
+
+    def begin_run(self, roots: Sequence[str], models: dict[str, str]) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                insert(runs).values(
+                    started_at=time.time(), status="running",
+                    roots=json.dumps(list(roots)), models=json.dumps(models),
+                ).returning(runs.c.id)
+            ).scalar_one()
+
+    def finish_run(self, run_id: int, status: str, **counts: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs).where(runs.c.id == run_id).values(
+                    finished_at=time.time(), status=status, **counts
+                )
+            )
+
+    # -- what is already indexed ----------------------------------------------------------
+
+    def known_files(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) for every indexed or failed file."""
+        with self.engine.connect() as conn:
+            known = {
+                row.path: (row.size, row.mtime_ns)
+                for row in conn.execute(select(photos.c.path, photos.c.size, photos.c.mtime_ns))
+            }
+            for row in conn.execute(select(errors.c.path, errors.c.size, errors.c.mtime_ns)):
+                known.setdefault(row.path, (row.size, row.mtime_ns))
+        return known
+
+    def parquet_file_names(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(parquet_files.c.name)).scalars())
+
+    # -- writing ----------------------------------------------------------------------
+
+    def commit_batch(self, run_id: int, photo_rows: Sequence[dict[str, Any]],
+                     label_rows: Sequence[LabelRow], error_rows: Sequence[dict[str, Any]],
+                     parquet_name: str | None) -> None:
+        """Record one batch of results in one transaction.
+
+        ``photo_rows`` carry path, size, mtime_ns, width and height; ``error_rows`` path,
+        size, mtime_ns, stage and reason. A path already in the index has its old rows
+        replaced. ``parquet_name`` is the Parquet part holding the batch's photos, already
+        written (None when the batch has no photo).
+        """
+        now = time.time()
+        paths = [r["path"] for r in (*photo_rows, *error_rows)]
+        with self.engine.begin() as conn:
+            for chunk in _chunks(paths):
+                conn.execute(delete(photos).where(photos.c.path.in_(chunk)))
+                conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
+            if photo_rows:
+                inserted = conn.execute(
+                    insert(photos).returning(photos.c.id, photos.c.path, sort_by_parameter_order=True),
+                    [{**r, "run_id": run_id, "indexed_at": now, "parquet_file": parquet_name}
+                     for r in photo_rows],
+                )
+                ids = {path: id_ for id_, path in inserted}
+                if label_rows:
+                    conn.execute(insert(labels), [
+                        {"photo_id": ids[path], "label": label, "score": score,
+                         "source": source, "model": model}
+                        for path, label, score, source, model in label_rows
+                    ])
+                    self._add_label_names(conn, {row[1] for row in label_rows})
+                conn.execute(insert(parquet_files).values(
+                    name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
+            if error_rows:
+                conn.execute(insert(errors), [{**r, "run_id": run_id, "at": now} for r in error_rows])
+
+    @staticmethod
+    def _add_label_names(conn, names: set[str]) -> None:
+        existing = set(conn.execute(select(label_names.c.label).where(label_names.c.label.in_(names))).scalars())
+        new = sorted(names - existing)
+        if new:
+            conn.execute(insert(label_names), [{"label": n} for n in new])
+            conn.execute(text("INSERT INTO label_fts(label) VALUES (:label)"), [{"label": n} for n in new])
+
+    # -- reading ----------------------------------------------------------------------
+
+    def run_errors(self, run_id: int | None = None) -> list[tuple[str, str, str]]:
+        """(path, stage, reason) of every file that failed (in run ``run_id``, if given)."""
+        query = select(errors.c.path, errors.c.stage, errors.c.reason).order_by(errors.c.path)
+        if run_id is not None:
+            query = query.where(errors.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(query)]
+
+    def last_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The most recent runs, newest first, as plain dicts."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings()
+            return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "photos": conn.execute(select(func.count()).select_from(photos)).scalar_one(),
+                "labels": conn.execute(select(func.count()).select_from(labels)).scalar_one(),
+                "errors": conn.execute(select(func.count()).select_from(errors)).scalar_one(),
+            }
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    """Slices small enough for SQLite's limit on bound parameters."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _reason(exc: Exception) -> str:
+    message = str(getattr(exc, "orig", exc))
+    if "not a database" in message or "malformed" in message:
+        return f"{message} (the file is corrupt; move it away and run `photos index` again to rebuild)"
+    return message

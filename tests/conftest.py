@@ -1,0 +1,69 @@
+"""Shared fixtures: one real local Ray for the session, real photos, generated images."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_DIR = ROOT.parent / "shared" / "eval" / "imagenet-samples"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray on 2 CPUs; the pipeline joins it instead of starting its own."""
+    ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def eval_photos() -> list[Path]:
+    """The 1,000 real labelled ImageNet photos of ../shared/eval (one per class, sorted)."""
+    if not EVAL_DIR.is_dir():
+        pytest.fail(f"{EVAL_DIR} is missing: the tests need the shared evaluation photos")
+    return sorted(EVAL_DIR.iterdir())
+
+
+def true_label(photo: Path) -> str:
+    """The ImageNet class of an eval photo, from its name: n02099712_Labrador_retriever.JPEG."""
+    return photo.stem.split("_", 1)[1].replace("_", " ")
+
+
+def copy_photos(photos: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(p, folder / p.name)) for p in photos]
+
+
+def write_image(path: Path, size=(64, 48), mode="RGB", fmt=None, **save_kwargs) -> Path:
+    """A small real image with a gradient (so JPEG has something to encode)."""
+    w, h = size
+    gradient = np.add.outer(np.arange(h), np.arange(w)).astype(np.float64)
+    gray = (255 * gradient / max(1, gradient.max())).astype(np.uint8)
+    image = Image.fromarray(np.dstack([gray, 255 - gray, gray // 2]), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **save_kwargs)
+    return path
+
+
+def add_bad_files(folder: Path, good_jpeg: Path) -> dict[str, Path]:
+    """A corrupt (truncated) JPEG, a zero-byte .jpg and a text file named .png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = good_jpeg.read_bytes()
+    bad = {
+        "truncated": folder / "truncated.jpg",
+        "empty": folder / "empty.jpg",
+        "text": folder / "notes.png",
+    }
+    bad["truncated"].write_bytes(data[: len(data) // 2])
+    bad["empty"].write_bytes(b"")
+    bad["text"].write_text("shopping list: milk, eggs\n")
+    return bad

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.decode import decode_batch, decode_photo
+from pipeline.errors import DecodeError
+from tests.conftest import write_image
+
+SIZE = 256
+LIMIT = 200_000_000
+
+
+def test_large_jpeg_decodes_small_with_shorter_side_at_image_size(tmp_path: Path):
+    path = write_image(tmp_path / "big.jpg", size=(4000, 3000), fmt="JPEG", quality=90)
+    photo = decode_photo(str(path), SIZE, LIMIT)
+    assert (photo.width, photo.height) == (4000, 3000)
+    assert photo.pixels.dtype == np.uint8 and photo.pixels.shape == (SIZE, 341, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(tmp_path: Path, orientation: int):
+    # A 60x30 image, left half black, right half white, tagged with `orientation`.
+    pixels = np.zeros((30, 60, 3), np.uint8)
+    pixels[:, 30:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    photo = decode_photo(str(path), SIZE, LIMIT)
+    rotated = orientation in (5, 6, 7, 8)
+    assert (photo.width, photo.height) == ((30, 60) if rotated else (60, 30))
+    expected = np.asarray(Image.fromarray(pixels).transpose(_TRANSPOSE[orientation])) if orientation > 1 else pixels
+    assert np.abs(photo.pixels.astype(int) - expected.astype(int)).mean() < 10
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@pytest.mark.parametrize("mode,fmt,kwargs", [
+    ("CMYK", "JPEG", {}),
+    ("L", "PNG", {}),
+    ("LA", "PNG", {}),
+    ("RGBA", "PNG", {}),
+    ("P", "GIF", {}),
+])
+def test_every_mode_becomes_8_bit_rgb(tmp_path: Path, mode: str, fmt: str, kwargs: dict):
+    path = write_image(tmp_path / f"img.{fmt.lower()}", size=(40, 20), mode=mode, fmt=fmt, **kwargs)
+    photo = decode_photo(str(path), SIZE, LIMIT)
+    assert photo.pixels.shape == (20, 40, 3) and photo.pixels.dtype == np.uint8
+    assert photo.pixels.max() > 100  # not clipped to black
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped(tmp_path: Path):
+    values = np.full((10, 10), 40000, np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")
+    photo = decode_photo(str(path), SIZE, LIMIT)
+    assert photo.pixels.shape == (10, 10, 3) and (photo.pixels == 40000 >> 8).all()
+
+
+def test_palette_transparency_is_composited_on_white(tmp_path: Path):
+    image = Image.new("P", (10, 10), 0)
+    image.putpalette([0, 0, 0] * 256)
+    path = tmp_path / "clear.png"
+    image.save(path, transparency=0)
+    assert decode_photo(str(path), SIZE, LIMIT).pixels.min() == 255
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty file"),
+    (b"hello, this is text\n", "not a recognised image format (the file contains text)"),
+    (bytes(range(256)) * 4, "not a recognised image format"),
+])
+def test_non_images_give_clear_reasons(tmp_path: Path, content: bytes, reason: str):
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    with pytest.raises(DecodeError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        decode_photo(str(path), SIZE, LIMIT)
+
+
+def test_truncated_jpeg_is_an_error(tmp_path: Path):
+    good = write_image(tmp_path / "good.jpg", size=(400, 300), fmt="JPEG")
+    half = tmp_path / "half.jpg"
+    half.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DecodeError, match="truncated"):
+        decode_photo(str(half), SIZE, LIMIT)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path):
+    path = write_image(tmp_path / "bomb.png", size=(3000, 3000), mode="L", fmt="PNG")
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_photo(str(path), SIZE, max_pixels=1_000_000)
+
+
+def test_panorama_keeps_a_bounded_long_side(tmp_path: Path):
+    path = write_image(tmp_path / "pano.png", size=(20000, 100), fmt="PNG")
+    photo = decode_photo(str(path), SIZE, LIMIT)
+    assert (photo.width, photo.height) == (20000, 100)
+    assert photo.pixels.shape[1] <= 4 * SIZE
+
+
+def test_decode_batch_turns_failures_into_error_rows(tmp_path: Path):
+    good = write_image(tmp_path / "good.jpg", fmt="JPEG")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    batch = {"path": np.array([str(good), str(empty), str(tmp_path / "gone.jpg")], dtype=object),
+             "size": np.array([1, 0, 0]), "mtime_ns": np.array([1, 2, 3])}
+    out = decode_batch(batch, SIZE, LIMIT)
+    assert list(out["error_reason"]) == ["", "empty file (0 bytes)", "file disappeared before it could be read"]
+    assert list(out["error_stage"]) == ["", "decode", "decode"]
+    assert out["image"][0].shape == (48, 64, 3) and out["image"][1].shape == (0, 0, 3)
+    assert (out["width"][0], out["height"][0]) == (64, 48)
