@@ -68,20 +68,26 @@ def fetch_weights(spec: ModelSpec, weights_dir: Path | None, offline: bool) -> P
     """A verified local weight file for ``spec``, downloading it if allowed and needed."""
     path = locate_weights(spec, weights_dir)
     if path is None and not offline and spec.url:
-        path = _download(spec)
+        try:
+            path = download_weights(spec)
+        except WeightsMissingError as exc:
+            raise WeightsMissingError(f"{missing_message(spec, weights_dir)} ({exc})") from exc
     if path is None:
         raise WeightsMissingError(missing_message(spec, weights_dir))
     verify_weights(spec, path)
     return path
 
 
-def _download(spec: ModelSpec) -> Path | None:
+def download_weights(spec: ModelSpec) -> Path:
+    """Download ``spec``'s weights into the torch hub cache, as torchvision would."""
+    if not spec.url:
+        raise WeightsMissingError(f"{spec.name} has no download address")
     target = hub_checkpoints_dir() / spec.file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=spec.sha256_prefix, progress=True)
-    except Exception:  # no network, proxy, HTTP error, bad hash: all mean "not available"
-        return None
+    except Exception as exc:  # no network, proxy, HTTP error, bad hash: all mean "not available"
+        raise WeightsMissingError(f"download from {spec.url} failed: {exc}") from exc
     return target
 
 

@@ -3,10 +3,10 @@
 A query is a list of terms; a photo must match every term (AND), and a term written
 ``-word`` excludes photos that match it. A term matches a set of model labels:
 
-- through the vocabulary (``vocabulary.json``): "dog" -> the 118 dog breeds, "beach" ->
-  seashore, sandbar;
-- through full-text search over label names (FTS5, porter stemming): "retriever" ->
-  golden retriever, Labrador retriever; "dogs" -> any label with the word "dog".
+- a vocabulary word (``vocabulary.json``) matches its concept's labels: "dog" -> the
+  118 dog breeds, "beach" -> seashore, sandbar;
+- any other term matches by full-text search over label names (FTS5, porter stemming):
+  "retriever" -> golden retriever, Labrador retriever; "retrievers" the same.
 
 Ranking: a term's score for a photo is the sum of the photo's scores for the labels the
 term matches, capped at 1 (classifier scores are probabilities, so summing the breeds
@@ -73,14 +73,21 @@ def parse_query(raw_terms: Sequence[str]) -> list[Term]:
 
 
 def matching_labels(store: IndexStore, term: Term) -> set[str]:
-    """The label names a term stands for: vocabulary expansion plus full-text matches."""
-    found = set(vocabulary.expand(" ".join(term.words)))
+    """The label names a term stands for.
+
+    A vocabulary word means exactly its concept's labels (plus a label spelled like the
+    term, e.g. a detector's "dog"): full text would add "beach wagon" to "beach" and
+    "Bernese mountain dog" to "mountain". Any other term is matched by full text.
+    """
+    phrase = " ".join(term.words)
+    curated = vocabulary.expand(phrase)
+    if curated:
+        return set(curated) | {phrase}
     fts_query = " ".join('"' + w.replace('"', '""') + '"' for w in term.words)
     with store.engine.connect() as conn:
-        found.update(conn.execute(
+        return set(conn.execute(
             text("SELECT label FROM label_fts WHERE label_fts MATCH :q"), {"q": fts_query}
         ).scalars())
-    return found
 
 
 def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20,

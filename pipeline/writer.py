@@ -39,11 +39,14 @@ class IndexWriter:
         self._seq = 0
 
     def add(self, results: pa.Table) -> None:
-        """Take a table of inference results (``RESULT_SCHEMA``); commit when enough are buffered."""
+        """Take a table of inference results (``RESULT_SCHEMA``); commit every full batch."""
         self._buffer.append(results)
         self._buffered += results.num_rows
-        if self._buffered >= self.commit_rows:
-            self.flush()
+        while self._buffered >= self.commit_rows:
+            table = pa.concat_tables(self._buffer)
+            self._commit(table.slice(0, self.commit_rows))
+            rest = table.slice(self.commit_rows)
+            self._buffer, self._buffered = [rest], rest.num_rows
 
     def add_scan_errors(self, failures: Iterable[tuple[ScannedFile | None, FileError]]) -> None:
         """Record files that failed before decoding (scan errors), committed at once."""
@@ -57,11 +60,13 @@ class IndexWriter:
             self.failed += len(rows)
 
     def flush(self) -> None:
-        """Commit everything buffered: one Parquet part and one SQLite transaction."""
-        if not self._buffer:
-            return
-        table = pa.concat_tables(self._buffer)
+        """Commit whatever is buffered (the last, partial batch of a run)."""
+        if self._buffered:
+            self._commit(pa.concat_tables(self._buffer))
         self._buffer, self._buffered = [], 0
+
+    def _commit(self, table: pa.Table) -> None:
+        """One Parquet part, then one SQLite transaction that registers it."""
         failed_mask = pc.not_equal(table["error_reason"], "")
         photos = table.filter(pc.invert(failed_mask))
         failures = table.filter(failed_mask)

@@ -1,0 +1,105 @@
+"""Search semantics on a real SQLite index filled through the store's own commit path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.registry import imagenet_categories
+from pipeline import vocabulary
+from pipeline.errors import QueryError
+from pipeline.search import parse_query, search
+from pipeline.store import IndexStore
+
+PHOTOS = {
+    "lab.jpg": [("Labrador retriever", 0.7), ("golden retriever", 0.2)],
+    "beach.jpg": [("seashore", 0.6), ("sandbar", 0.3), ("lakeside", 0.05)],
+    "dog_on_beach.jpg": [("seashore", 0.5), ("Labrador retriever", 0.3)],
+    "cat.jpg": [("tabby", 0.8), ("tiger cat", 0.15)],
+    "weak_dog.jpg": [("sofa", 0.9), ("beagle", 0.01)],
+}
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> IndexStore:
+    store = IndexStore.open(tmp_path / "index")
+    run_id = store.begin_run(["/photos"], {"classify": "test"})
+    photo_rows = [{"path": f"/photos/{n}", "size": 1, "mtime_ns": 1, "width": 4, "height": 3} for n in PHOTOS]
+    label_rows = [(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls]
+    store.commit_batch(run_id, photo_rows, label_rows, [], "part.parquet")
+    yield store
+    store.close()
+
+
+def names(hits) -> list[str]:
+    return [Path(h.path).name for h in hits]
+
+
+def test_vocabulary_maps_everyday_words_to_labels(store):
+    assert names(search(store, ["dog"])) == ["lab.jpg", "dog_on_beach.jpg"]
+    assert names(search(store, ["beach"])) == ["beach.jpg", "dog_on_beach.jpg"]
+    assert names(search(store, ["kitten"])) == ["cat.jpg"]
+
+
+def test_scores_sum_a_terms_labels_and_multiply_across_terms(store):
+    [lab, _] = search(store, ["dog"])
+    assert lab.score == pytest.approx(0.9)
+    [both] = search(store, ["dog", "beach"])
+    assert Path(both.path).name == "dog_on_beach.jpg" and both.score == pytest.approx(0.5 * 0.3)
+    assert {m["label"] for m in both.labels} == {"seashore", "Labrador retriever"}
+
+
+def test_vocabulary_words_do_not_match_other_labels_by_full_text(store, tmp_path):
+    run_id = store.begin_run(["/photos"], {"classify": "test"})
+    store.commit_batch(run_id, [{"path": "/photos/wagon.jpg", "size": 1, "mtime_ns": 1, "width": 1, "height": 1}],
+                       [("/photos/wagon.jpg", "beach wagon", 0.9, "classify", "test")], [], "p2.parquet")
+    assert "wagon.jpg" not in names(search(store, ["beach"]))
+    assert names(search(store, ["wagon"])) == ["wagon.jpg"]
+
+
+def test_full_text_matches_label_words_with_stemming(store):
+    assert names(search(store, ["retrievers"])) == ["lab.jpg", "dog_on_beach.jpg"]
+    assert names(search(store, ["golden retriever"])) == ["lab.jpg"]
+    assert names(search(store, ["TABBY"])) == ["cat.jpg"]
+
+
+def test_exclusion_and_min_score(store):
+    assert names(search(store, ["dog", "-beach"])) == ["lab.jpg"]
+    assert "weak_dog.jpg" not in names(search(store, ["dog"]))
+    assert "weak_dog.jpg" in names(search(store, ["dog"], min_score=0.0))
+    assert names(search(store, ["dog"], limit=1)) == ["lab.jpg"]
+
+
+@pytest.mark.parametrize("query", [
+    ['"'], ["'"], ["*"], ["dog*"], ["NOT"], ["dog OR cat"], ["beach AND"], ["NEAR(dog)"],
+    ["'; DROP TABLE photos; --"], ["%"], ["_"], ["\\"], ["日本"], ["a" * 10_000], ["dog", "-"],
+    ["label_fts"], ["^dog"], ["dog:cat"],
+])
+def test_hostile_terms_give_results_or_a_usage_error(store, query):
+    try:
+        assert isinstance(search(store, query), list)
+    except QueryError:
+        assert not any(ch.isalnum() for ch in "".join(query))  # only word-less queries are refused
+    assert store.counts()["photos"] == len(PHOTOS)
+
+
+@pytest.mark.parametrize("query", [[], [""], ["*"], ["  "], ["-dog"], ["x"] * 17])
+def test_queries_without_words_are_usage_errors(query):
+    with pytest.raises(QueryError):
+        parse_query(query)
+
+
+def test_vocabulary_labels_are_real_imagenet_categories():
+    assert vocabulary.all_labels() <= set(imagenet_categories())
+    assert len(vocabulary.expand("dog")) == 118
+    assert vocabulary.expand("beach") == {"seashore", "sandbar"}
+    assert vocabulary.expand("pet") >= vocabulary.expand("dog") | vocabulary.expand("cat")
+
+
+def test_vocabulary_file_documents_itself():
+    data = json.loads((Path(vocabulary.__file__).parent / "vocabulary.json").read_text())
+    assert "words" in data["_doc"] and data["concepts"]["dog"]["words"][0] == "dog"
+    included = {name for c in data["concepts"].values() for name in c.get("includes", [])}
+    assert included <= set(data["concepts"])
