@@ -19,6 +19,9 @@ install() {
     fi
 }
 
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9  # two checkouts setting up the same venv at once would corrupt it
 if [ ! -f "$venv/.complete" ]; then
     echo "setting up $venv (first time only: a few minutes, ~6 GB)" >&2
     rm -rf "$venv"
