@@ -27,8 +27,9 @@ class _ProgressBar:
 
     def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
         click.echo(
-            f"Found {plan.seen} photos: {len(plan.todo)} to index, {plan.unchanged} unchanged, "
-            f"{len(plan.scan_errors)} unreadable. Models: "
+            f"Found {plan.seen} photos: {plan.new} new, {plan.changed} changed, {plan.rerun} to re-run "
+            f"with new models, {len(plan.moves)} moved, {len(plan.deleted)} deleted, {plan.unchanged} "
+            f"unchanged, {len(plan.scan_errors)} unreadable. Models: "
             + ", ".join(f"{task}={name}" for task, name in models.items()),
             err=True,
         )
@@ -71,15 +72,19 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
               help=help_for("commit_rows"))
 @click.option("--max-pixels", type=click.IntRange(1), default=IndexSettings.max_pixels, show_default=True,
               help=help_for("max_pixels"))
+@click.option("--keep-deleted", is_flag=True, help=help_for("keep_deleted"))
+@click.option("--retry-errors", is_flag=True, help=help_for("retry_errors"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
           weights_dir: Path | None, address: str | None, batch_size: int, num_actors: int | None,
-          top_k: int, ray_num_cpus: int | None, commit_rows: int, max_pixels: int, quiet: bool) -> None:
+          top_k: int, ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
+          retry_errors: bool, quiet: bool) -> None:
     """Index the photos under ROOTS (folders, walked recursively).
 
-    Unchanged photos are skipped, so running it every night costs only what changed.
-    Files that cannot be read are recorded (see `photos errors`) and the run goes on;
-    the exit code is then 3.
+    Unchanged photos are skipped, moved photos keep their results, deleted photos leave
+    the index, and a new model re-runs only its task: running it every night costs only
+    what changed. A killed run resumes where it stopped. Files that cannot be read are
+    recorded (see `photos errors`) and the run goes on; the exit code is then 3.
 
     \b
     Example:
@@ -89,7 +94,7 @@ def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...]
         roots=roots, index_dir=resolve_index_dir(index_dir), tasks=tasks, classifier=classifier,
         weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size,
         num_actors=num_actors, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels, keep_deleted=keep_deleted, retry_errors=retry_errors,
     )
     bar = _ProgressBar(enabled=not quiet)
     try:
@@ -105,7 +110,9 @@ def _print_summary(s: RunSummary) -> None:
     click.echo(
         f"\nRun {s.run_id} {s.status} in {s.seconds:.1f} s ({s.images_per_s:.1f} photos/s)\n"
         f"  seen       {s.seen}\n"
-        f"  indexed    {s.indexed}\n"
+        f"  indexed    {s.indexed}  ({s.new} new, {s.changed} changed or re-run)\n"
+        f"  moved      {s.moved}\n"
+        f"  deleted    {s.deleted}\n"
         f"  unchanged  {s.unchanged}\n"
         f"  failed     {s.failed}\n"
         f"  index      {s.index_dir}"

@@ -28,13 +28,16 @@ def status(index_dir: Path | None, n_runs: int) -> None:
     finally:
         store.close()
     click.echo(f"Index {store.path.parent}")
-    click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   failed files {counts['errors']}")
-    click.echo("\nRUN  STARTED           STATUS       SEEN  INDEXED  UNCHANGED  FAILED  PHOTOS/S  MODELS")
+    click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   failed files {counts['errors']}"
+               + (f"   marked deleted {counts['deleted']}" if counts["deleted"] else ""))
+    click.echo("\nRUN  STARTED           ENDED             STATUS         SEEN     NEW  CHANGED  MOVED  DELETED"
+               "  FAILED  PHOTOS/S  MODELS")
     for r in runs:
         models = ",".join(json.loads(r["models"]).values())
         click.echo(
-            f"{r['id']:>3}  {_when(r['started_at']):<16}  {r['status']:<11} {r['seen']:>5}  {r['indexed']:>7}  "
-            f"{r['skipped']:>9}  {r['failed']:>6}  {r['images_per_s'] or 0:>8.1f}  {models}"
+            f"{r['id']:>3}  {_when(r['started_at']):<16}  {_when(r['finished_at']):<16}  {r['status']:<11}"
+            f"{r['seen']:>8} {r['new']:>7}  {r['changed']:>7}  {r['moved']:>5}  {r['deleted']:>7}"
+            f"  {r['failed']:>6}  {r['images_per_s'] or 0:>8.1f}  {models}"
         )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
+from pipeline.fingerprint import fingerprint
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -153,21 +154,28 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int)
     """Ray Data stage: decode every ``path`` of the batch; failures become error rows.
 
     Adds ``image`` (H x W x 3 uint8, a 0x0x3 array for failures), ``width``, ``height``,
-    ``error_stage`` and ``error_reason`` ("" when the photo decoded).
+    ``fingerprint`` (see ``pipeline/fingerprint.py``), ``error_stage`` and
+    ``error_reason`` ("" when the photo decoded). Other columns pass through.
     """
     n = len(batch["path"])
     images = np.empty(n, dtype=object)
     width = np.zeros(n, dtype=np.int32)
     height = np.zeros(n, dtype=np.int32)
+    prints = np.full(n, "", dtype=object)
     stage = np.full(n, "", dtype=object)
     reason = np.full(n, "", dtype=object)
     for i, path in enumerate(batch["path"]):
         try:
             photo = decode_photo(str(path), image_size, max_pixels)
+            prints[i] = fingerprint(str(path))
         except DecodeError as exc:
             images[i] = np.zeros((0, 0, 3), dtype=np.uint8)
             stage[i], reason[i] = exc.stage, exc.reason
             continue
+        except OSError as exc:  # the file vanished or became unreadable after decoding
+            images[i] = np.zeros((0, 0, 3), dtype=np.uint8)
+            stage[i], reason[i] = "decode", f"cannot read the file: {exc.strerror}"
+            continue
         images[i], width[i], height[i] = photo.pixels, photo.width, photo.height
-    return {**batch, "image": images, "width": width, "height": height,
+    return {**batch, "image": images, "width": width, "height": height, "fingerprint": prints,
             "error_stage": stage, "error_reason": reason}

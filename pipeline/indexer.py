@@ -1,7 +1,9 @@
 """`photos index` as a library call: scan, plan, run the Ray pipeline, commit, summarise.
 
 This module orders the stages and owns the run's bookkeeping; each stage lives in its
-own module and all Ray calls in ``pipeline/job.py``.
+own module and all Ray calls in ``pipeline/job.py``. The order makes a run safe to kill
+at any point: deletions and moves are committed first, then model results batch by
+batch; a rerun plans again from what was committed and does only what is left.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol
 
 from models.registry import choose_models, get_spec
 from models.weights import fetch_weights
+from pipeline.fingerprint import fingerprint
 from pipeline.inference import ModelPlan
 from pipeline.job import RaySession, run_pipeline
 from pipeline.lock import index_lock
@@ -21,7 +24,7 @@ from pipeline.plan import RunPlan, plan_run
 from pipeline.scan import check_roots, scan_library
 from pipeline.settings import IndexSettings
 from pipeline.store import IndexStore
-from pipeline.writer import IndexWriter
+from pipeline.writer import IndexWriter, ModelKey
 
 
 @dataclass
@@ -33,6 +36,10 @@ class RunSummary:
     models: dict[str, str]
     seen: int = 0
     indexed: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    deleted: int = 0
     unchanged: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -77,43 +84,65 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     started = time.monotonic()
     with index_lock(settings.index_dir):
         store = IndexStore.open(settings.index_dir)
+        session = None
         try:
             remove_orphan_parts(parquet_dir(settings.index_dir), store.parquet_file_names())
-            plan = plan_run(scan_library(roots), store.known_files())
             session = RaySession(settings)
+            gpus = session.gpus()
+            models = choose_models(settings.tasks, overrides, gpu=gpus > 0)
+            keys = {}
+            for task, name in models.items():  # verified (or downloaded) before any work starts
+                spec = get_spec(name)
+                fetch_weights(spec, settings.weights_dir, offline=False)
+                keys[task] = ModelKey(name, spec.file_name)
+            plan = plan_run(
+                scan_library(roots), store.known_photos(), store.known_errors(),
+                {task: str(key) for task, key in keys.items()}, roots,
+                retry_errors=settings.retry_errors, fingerprint_of=fingerprint,
+            )
+            progress.planned(plan, models)
+            run_id = store.begin_run(roots, models)
+            summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
+                                 new=plan.new, changed=plan.changed + plan.rerun)
+            writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, keys, settings.commit_rows)
             try:
-                models = choose_models(settings.tasks, overrides, gpu=session.gpus() > 0)
-                for name in models.values():  # verified (or downloaded) before any work starts
-                    fetch_weights(get_spec(name), settings.weights_dir, offline=False)
-                progress.planned(plan, models)
-                run_id = store.begin_run(roots, models)
-                summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged)
-                writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, models, settings.commit_rows)
-                try:
-                    writer.add_scan_errors((None, e) for e in plan.scan_errors)
-                    plans = [ModelPlan(task, get_spec(name)) for task, name in models.items()]
-                    for results in run_pipeline(plan.todo, settings, plans, session.gpus()):
-                        writer.add(results)
-                        progress.advanced(results.num_rows)
-                    writer.flush()
-                    summary.status = "done"
-                except KeyboardInterrupt:
-                    summary.status = "interrupted"
-                    writer.flush()
-                    raise
-                finally:
-                    if summary.status == "running":
-                        summary.status = "failed"
-                    summary.indexed, summary.failed = writer.indexed, writer.failed
-                    summary.seconds = time.monotonic() - started
-                    store.finish_run(
-                        run_id, summary.status, seen=summary.seen, indexed=summary.indexed,
-                        skipped=summary.unchanged, failed=summary.failed,
-                        seconds=summary.seconds, images_per_s=summary.images_per_s,
-                    )
-                summary.failures = store.run_errors(run_id)
+                _commit_run(plan, writer, settings, gpus, progress)
+                summary.status = "done"
+            except KeyboardInterrupt:
+                summary.status = "interrupted"
+                raise
             finally:
-                session.close()
+                if summary.status == "running":
+                    summary.status = "failed"
+                summary.indexed, summary.failed = writer.indexed, writer.failed
+                summary.moved, summary.deleted = writer.moved, writer.deleted
+                summary.seconds = time.monotonic() - started
+                store.finish_run(
+                    run_id, summary.status, seen=summary.seen, indexed=summary.indexed, new=summary.new,
+                    changed=summary.changed, moved=summary.moved, deleted=summary.deleted,
+                    skipped=summary.unchanged, failed=summary.failed,
+                    seconds=summary.seconds, images_per_s=summary.images_per_s,
+                )
+            summary.failures = store.run_errors(run_id)
         finally:
+            if session is not None:
+                session.close()
             store.close()
     return summary
+
+
+def _commit_run(plan: RunPlan, writer: IndexWriter, settings: IndexSettings, gpus: int,
+                progress: ProgressListener) -> None:
+    """Deletions and moves first (cheap, no model), then model results batch by batch."""
+    writer.delete(plan.deleted, keep=settings.keep_deleted)
+    writer.store.forget_errors(plan.vanished_errors)
+    writer.add_scan_errors(plan.scan_errors)
+    writer.move(plan.moves)
+    needed = {task for item in plan.todo for task in item.tasks}
+    plans = [ModelPlan(task, get_spec(key.model)) for task, key in writer.models.items() if task in needed]
+    try:
+        for results in run_pipeline(plan.todo, settings, plans, gpus):
+            writer.add(results)
+            progress.advanced(results.num_rows)
+    finally:
+        writer.flush()  # what finished before an interruption is kept

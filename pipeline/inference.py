@@ -29,6 +29,9 @@ BASE_FIELDS = [
     pa.field("mtime_ns", pa.int64(), nullable=False),
     pa.field("width", pa.int32(), nullable=False),
     pa.field("height", pa.int32(), nullable=False),
+    pa.field("fingerprint", pa.string(), nullable=False),
+    pa.field("tasks", pa.string(), nullable=False),  # comma-separated tasks run on this row
+    pa.field("previous_path", pa.string()),  # the indexed path whose results this row updates
     pa.field("error_stage", pa.string(), nullable=False),
     pa.field("error_reason", pa.string(), nullable=False),
 ]
@@ -70,10 +73,11 @@ class InferenceStage:
         stages = [str(s) for s in batch["error_stage"]]
         reasons = [str(r) for r in batch["error_reason"]]
         columns: dict[str, list] = {w.column: [None] * n for w in TASK_WRAPPERS.values()}
+        tasks = [str(t).split(",") for t in batch["tasks"]]
         for wrapper in self.wrappers:
-            live = [i for i in range(n) if not reasons[i]]
+            live = [i for i in range(n) if not reasons[i] and wrapper.task in tasks[i]]
             if not live:
-                break
+                continue
             for i, outcome in zip(live, _predict_isolating(wrapper, [batch["image"][i] for i in live])):
                 if isinstance(outcome, _Failure):
                     stages[i], reasons[i] = wrapper.task, outcome.reason
@@ -89,6 +93,9 @@ class InferenceStage:
             "mtime_ns": np.asarray(batch["mtime_ns"], dtype=np.int64),
             "width": np.asarray(batch["width"], dtype=np.int32),
             "height": np.asarray(batch["height"], dtype=np.int32),
+            "fingerprint": [str(f) for f in batch["fingerprint"]],
+            "tasks": [str(t) for t in batch["tasks"]],
+            "previous_path": [str(p) if p else None for p in batch["previous_path"]],
             "error_stage": stages,
             "error_reason": reasons,
             **columns,

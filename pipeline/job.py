@@ -23,7 +23,7 @@ import ray
 from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
 from pipeline.inference import InferenceStage, ModelPlan
-from pipeline.records import ScannedFile
+from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
 ROWS_PER_BLOCK_MIN = 64
@@ -59,13 +59,17 @@ class RaySession:
             ray.shutdown()
 
 
-def run_pipeline(files: Sequence[ScannedFile], settings: IndexSettings, plans: Sequence[ModelPlan],
+def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence[ModelPlan],
                  gpus: int) -> Iterator[pa.Table]:
-    """Yield result tables (``RESULT_SCHEMA``) for ``files``, in no particular order."""
-    if not files:
+    """Yield result tables (``RESULT_SCHEMA``) for ``work``, in no particular order."""
+    if not work:
         return
-    rows_per_block = max(ROWS_PER_BLOCK_MIN, math.ceil(len(files) / MAX_BLOCKS))
-    items = [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+    rows_per_block = max(ROWS_PER_BLOCK_MIN, math.ceil(len(work) / MAX_BLOCKS))
+    items = [
+        {"path": w.file.path, "size": w.file.size, "mtime_ns": w.file.mtime_ns,
+         "tasks": ",".join(w.tasks), "previous_path": w.previous_path or ""}
+        for w in work
+    ]
     dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows_per_block))
     decoded = dataset.map_batches(
         decode_batch,

@@ -1,29 +1,37 @@
 """Stage 4a: the Parquet record of the index, one file ("part") per committed batch.
 
-The folder ``<index>/parquet/`` is a plain Parquet dataset with one row per photo and a
-nested column per task (see the README for the schema); pandas, pyarrow and DuckDB read
-it as is. A part is written to a temporary name, fsynced and renamed, and only then
-registered in SQLite; parts not registered there (a run killed between the two steps)
-are deleted by :func:`remove_orphan_parts` when the next run starts, so no row is ever
-counted twice.
+The folder ``<index>/parquet/`` is a plain Parquet dataset with exactly one row per
+indexed photo and a nested column per task (see the README for the schema); pandas,
+pyarrow and DuckDB read it as is.
+
+Parts are immutable. When a photo's row is replaced (changed file, re-run model, move,
+deletion), every part holding an old row is rewritten under a new name without it, and
+SQLite swaps the names in the same transaction that commits the new rows. Files are
+written to a temporary name, fsynced and renamed before that transaction; files it
+unregistered are deleted after it. Whatever a kill interrupts, the files SQLite lists
+are exactly the live rows, and :func:`remove_orphan_parts` deletes any other file when
+the next run starts.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.inference import RESULT_SCHEMA
 
 PARQUET_DIR = "parquet"
+_NOT_STORED = ("tasks", "previous_path", "error_stage", "error_reason")
 PARQUET_SCHEMA = pa.schema(
-    [f for f in RESULT_SCHEMA if f.name not in ("error_stage", "error_reason")]
+    [f for f in RESULT_SCHEMA if f.name not in _NOT_STORED]
     + [
-        pa.field("models", pa.map_(pa.string(), pa.string()), nullable=False),
+        pa.field("models", pa.map_(pa.string(), pa.string()), nullable=False),  # task -> model
+        pa.field("weights", pa.map_(pa.string(), pa.string()), nullable=False),  # task -> weights file
         pa.field("run_id", pa.int64(), nullable=False),
         pa.field("indexed_at", pa.timestamp("ms", tz="UTC"), nullable=False),
     ]
@@ -38,15 +46,8 @@ def part_name(run_id: int, seq: int) -> str:
     return f"run{run_id:06d}-part{seq:06d}.parquet"
 
 
-def write_part(folder: Path, name: str, photos: pa.Table, models: Mapping[str, str],
-               run_id: int, indexed_at_ms: int) -> None:
-    """Atomically write ``photos`` (result rows without errors) as part ``name``."""
-    n = photos.num_rows
-    table = photos.drop_columns(["error_stage", "error_reason"])
-    table = table.append_column("models", pa.array([list(models.items())] * n, PARQUET_SCHEMA.field("models").type))
-    table = table.append_column("run_id", pa.array([run_id] * n, pa.int64()))
-    table = table.append_column("indexed_at", pa.array([indexed_at_ms] * n, PARQUET_SCHEMA.field("indexed_at").type))
-    table = table.cast(PARQUET_SCHEMA)
+def write_part(folder: Path, name: str, table: pa.Table) -> None:
+    """Atomically write ``table`` (``PARQUET_SCHEMA``) as part ``name``."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.tmp"
     pq.write_table(table, tmp, compression="zstd")
@@ -55,8 +56,16 @@ def write_part(folder: Path, name: str, photos: pa.Table, models: Mapping[str, s
     os.replace(tmp, folder / name)
 
 
+def read_part(folder: Path, name: str) -> pa.Table:
+    return pq.read_table(folder / name, schema=PARQUET_SCHEMA)
+
+
+def without_paths(table: pa.Table, paths: Iterable[str]) -> pa.Table:
+    return table.filter(pc.invert(pc.is_in(table["path"], pa.array(sorted(paths), pa.string()))))
+
+
 def remove_orphan_parts(folder: Path, registered: set[str]) -> list[str]:
-    """Delete part files (and temporaries) the index does not know; return their names."""
+    """Delete part files (and temporaries) the index does not list; return their names."""
     if not folder.is_dir():
         return []
     removed = []

@@ -110,7 +110,7 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20,
         for i, (_, found) in enumerate(include)
     ]
     score = literal(1.0)
-    query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height)
+    query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height).where(photos.c.deleted_at.is_(None))
     for sub in term_scores:
         query = query.join(sub, sub.c.photo_id == photos.c.id)
         score = score * sub.c.s

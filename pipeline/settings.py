@@ -64,6 +64,10 @@ class IndexSettings:
     commit_rows: int = _setting(
         500, "Photos per committed batch (one SQLite transaction and one Parquet file)."
     )
+    keep_deleted: bool = _setting(
+        False, "Keep the rows of photos that vanished from disk, marked deleted, instead of removing them."
+    )
+    retry_errors: bool = _setting(False, "Retry files that failed before even if they did not change.")
     ray_num_cpus: int | None = _setting(
         None, "CPUs a locally started Ray may use. Default: all of this machine's."
     )

@@ -16,6 +16,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from pipeline.errors import IndexStoreError
+from pipeline.plan import KnownPhoto
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
@@ -41,8 +43,12 @@ runs = Table(
     Column("roots", Text, nullable=False),  # JSON list
     Column("models", Text, nullable=False),  # JSON {task: model}
     Column("seen", Integer, nullable=False, default=0),
-    Column("indexed", Integer, nullable=False, default=0),
-    Column("skipped", Integer, nullable=False, default=0),
+    Column("indexed", Integer, nullable=False, default=0),  # photos committed by the models
+    Column("new", Integer, nullable=False, default=0),
+    Column("changed", Integer, nullable=False, default=0),  # new content, or models re-run
+    Column("moved", Integer, nullable=False, default=0),
+    Column("deleted", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),  # unchanged
     Column("failed", Integer, nullable=False, default=0),
     Column("seconds", Float),
     Column("images_per_s", Float),
@@ -56,9 +62,14 @@ photos = Table(
     Column("mtime_ns", Integer, nullable=False),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
+    Column("fingerprint", Text, nullable=False),  # finds moved files; see pipeline/fingerprint.py
+    Column("models", Text, nullable=False),  # {task: "model@weights file"}: what produced the results
     Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
     Column("indexed_at", Float, nullable=False),
     Column("parquet_file", Text, nullable=False),
+    Column("deleted_at", Float),  # set instead of deleting with --keep-deleted
+    Index("ix_photos_fingerprint", "fingerprint"),
+    Index("ix_photos_parquet_file", "parquet_file"),
 )
 
 labels = Table(
@@ -95,6 +106,15 @@ label_names = Table("label_names", metadata, Column("label", Text, primary_key=T
 
 LabelRow = tuple[str, str, float, str, str]
 """(photo path, label, score, source task, model name)."""
+
+
+@dataclass(frozen=True)
+class PartRewrite:
+    """A Parquet part replaced by a new version without some rows (``new`` None: no row left)."""
+
+    old: str
+    new: str | None
+    rows: int
 
 _FTS_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS label_fts USING fts5(label, tokenize='porter unicode61')"
 
@@ -160,7 +180,9 @@ class IndexStore:
     # -- runs -------------------------------------------------------------------------
 
     def begin_run(self, roots: Sequence[str], models: dict[str, str]) -> int:
+        """Record a new run. Runs still marked running were killed: the caller holds the lock."""
         with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.status == "running").values(status="interrupted"))
             return conn.execute(
                 insert(runs).values(
                     started_at=time.time(), status="running",
@@ -178,16 +200,22 @@ class IndexStore:
 
     # -- what is already indexed ----------------------------------------------------------
 
-    def known_files(self) -> dict[str, tuple[int, int]]:
-        """path -> (size, mtime_ns) for every indexed or failed file."""
+    def known_photos(self) -> dict[str, KnownPhoto]:
+        """path -> what planning needs to know of every indexed photo."""
         with self.engine.connect() as conn:
-            known = {
-                row.path: (row.size, row.mtime_ns)
-                for row in conn.execute(select(photos.c.path, photos.c.size, photos.c.mtime_ns))
+            return {
+                r.path: KnownPhoto(r.size, r.mtime_ns, r.fingerprint, r.models, r.deleted_at is not None)
+                for r in conn.execute(select(
+                    photos.c.path, photos.c.size, photos.c.mtime_ns, photos.c.fingerprint,
+                    photos.c.models, photos.c.deleted_at,
+                ))
             }
-            for row in conn.execute(select(errors.c.path, errors.c.size, errors.c.mtime_ns)):
-                known.setdefault(row.path, (row.size, row.mtime_ns))
-        return known
+
+    def known_errors(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every file that failed."""
+        with self.engine.connect() as conn:
+            return {r.path: (r.size, r.mtime_ns)
+                    for r in conn.execute(select(errors.c.path, errors.c.size, errors.c.mtime_ns))}
 
     def parquet_file_names(self) -> set[str]:
         with self.engine.connect() as conn:
@@ -197,17 +225,24 @@ class IndexStore:
 
     def commit_batch(self, run_id: int, photo_rows: Sequence[dict[str, Any]],
                      label_rows: Sequence[LabelRow], error_rows: Sequence[dict[str, Any]],
-                     parquet_name: str | None) -> None:
-        """Record one batch of results in one transaction.
+                     parquet_name: str | None, rewrites: Sequence[PartRewrite] = (),
+                     superseded: Sequence[str] = ()) -> None:
+        """Record one batch in one transaction.
 
-        ``photo_rows`` carry path, size, mtime_ns, width and height; ``error_rows`` path,
-        size, mtime_ns, stage and reason. A path already in the index has its old rows
-        replaced. ``parquet_name`` is the Parquet part holding the batch's photos, already
-        written (None when the batch has no photo).
+        ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
+        mtime_ns, width, height, fingerprint, models); ``error_rows`` path, size,
+        mtime_ns, stage and reason. Rows of every path in ``superseded`` or in the batch
+        are replaced. ``parquet_name`` is the new part holding the batch's photos and
+        ``rewrites`` the parts rewritten without replaced rows; all files already written.
         """
         now = time.time()
-        paths = [r["path"] for r in (*photo_rows, *error_rows)]
+        paths = sorted({*superseded, *(r["path"] for r in (*photo_rows, *error_rows))})
         with self.engine.begin() as conn:
+            for rw in rewrites:
+                conn.execute(delete(parquet_files).where(parquet_files.c.name == rw.old))
+                if rw.new:
+                    conn.execute(insert(parquet_files).values(name=rw.new, run_id=run_id, rows=rw.rows, created_at=now))
+                    conn.execute(update(photos).where(photos.c.parquet_file == rw.old).values(parquet_file=rw.new))
             for chunk in _chunks(paths):
                 conn.execute(delete(photos).where(photos.c.path.in_(chunk)))
                 conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
@@ -229,6 +264,29 @@ class IndexStore:
                     name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
             if error_rows:
                 conn.execute(insert(errors), [{**r, "run_id": run_id, "at": now} for r in error_rows])
+
+    def mark_deleted(self, paths: Sequence[str]) -> None:
+        """Keep vanished photos' rows but mark them; search skips them (``--keep-deleted``)."""
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(paths)):
+                conn.execute(update(photos).where(photos.c.path.in_(chunk)).values(deleted_at=time.time()))
+
+    def forget_errors(self, paths: Sequence[str]) -> None:
+        """Drop the error rows of files that no longer exist."""
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(paths)):
+                conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
+
+    def parts_holding(self, paths: Iterable[str]) -> dict[str, list[str]]:
+        """Parquet part name -> the given paths whose rows it holds."""
+        held: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(paths)):
+                for path, part in conn.execute(
+                    select(photos.c.path, photos.c.parquet_file).where(photos.c.path.in_(chunk))
+                ):
+                    held.setdefault(part, []).append(path)
+        return held
 
     @staticmethod
     def _add_label_names(conn, names: set[str]) -> None:
@@ -257,7 +315,12 @@ class IndexStore:
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {
-                "photos": conn.execute(select(func.count()).select_from(photos)).scalar_one(),
+                "photos": conn.execute(
+                    select(func.count()).select_from(photos).where(photos.c.deleted_at.is_(None))
+                ).scalar_one(),
+                "deleted": conn.execute(
+                    select(func.count()).select_from(photos).where(photos.c.deleted_at.is_not(None))
+                ).scalar_one(),
                 "labels": conn.execute(select(func.count()).select_from(labels)).scalar_one(),
                 "errors": conn.execute(select(func.count()).select_from(errors)).scalar_one(),
             }

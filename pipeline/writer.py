@@ -1,32 +1,52 @@
-"""Stage 4: commit inference results, batch by batch, to Parquet and SQLite.
+"""Stage 4: commit results, batch by batch, to Parquet and SQLite.
 
 Runs in the driver only: workers never touch the index, so SQLite has one writer and
 the index folder may live where only the driver can reach it. Results are buffered up to
-``commit_rows`` photos; each commit writes one Parquet part, then records the batch
-(and the part's name) in one SQLite transaction. A kill between commits loses at most
-the uncommitted buffer, which the next run redoes.
+``commit_rows`` photos; each commit writes one Parquet part (plus new versions of the
+parts whose rows it replaces), then records all of it in one SQLite transaction. A kill
+between commits loses at most the uncommitted buffer, which the next run redoes.
+
+Every committed row is a photo's complete record: a row that re-ran only some tasks,
+or a moved photo, takes the other tasks' results from its previous record.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import TASK_WRAPPERS
-from pipeline.parquet_sink import part_name, write_part
-from pipeline.records import FileError, ScannedFile
-from pipeline.store import IndexStore, LabelRow
+from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
+from pipeline.plan import WorkItem
+from pipeline.records import FileError
+from pipeline.store import IndexStore, LabelRow, PartRewrite
+
+_PHOTO_COLUMNS = ("path", "size", "mtime_ns", "width", "height", "fingerprint")
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """The model and weights file a task ran with: a change of either re-runs the task."""
+
+    model: str
+    weights: str
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.weights}"
 
 
 class IndexWriter:
     """Buffers result tables and commits them; counts what it wrote."""
 
     def __init__(self, store: IndexStore, parquet_folder: Path, run_id: int,
-                 models: Mapping[str, str], commit_rows: int) -> None:
+                 models: Mapping[str, ModelKey], commit_rows: int) -> None:
         self.store = store
         self.parquet_folder = parquet_folder
         self.run_id = run_id
@@ -34,9 +54,13 @@ class IndexWriter:
         self.commit_rows = commit_rows
         self.indexed = 0
         self.failed = 0
+        self.moved = 0
+        self.deleted = 0
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._seq = 0
+
+    # -- what the indexer calls -------------------------------------------------------
 
     def add(self, results: pa.Table) -> None:
         """Take a table of inference results (``RESULT_SCHEMA``); commit every full batch."""
@@ -44,53 +68,123 @@ class IndexWriter:
         self._buffered += results.num_rows
         while self._buffered >= self.commit_rows:
             table = pa.concat_tables(self._buffer)
-            self._commit(table.slice(0, self.commit_rows))
+            self._commit(table.slice(0, self.commit_rows).to_pylist())
             rest = table.slice(self.commit_rows)
             self._buffer, self._buffered = [rest], rest.num_rows
-
-    def add_scan_errors(self, failures: Iterable[tuple[ScannedFile | None, FileError]]) -> None:
-        """Record files that failed before decoding (scan errors), committed at once."""
-        rows = [
-            {"path": e.path, "size": f.size if f else 0, "mtime_ns": f.mtime_ns if f else 0,
-             "stage": e.stage, "reason": e.reason}
-            for f, e in failures
-        ]
-        if rows:
-            self.store.commit_batch(self.run_id, [], [], rows, None)
-            self.failed += len(rows)
 
     def flush(self) -> None:
         """Commit whatever is buffered (the last, partial batch of a run)."""
         if self._buffered:
-            self._commit(pa.concat_tables(self._buffer))
+            self._commit(pa.concat_tables(self._buffer).to_pylist())
         self._buffer, self._buffered = [], 0
 
-    def _commit(self, table: pa.Table) -> None:
-        """One Parquet part, then one SQLite transaction that registers it."""
-        failed_mask = pc.not_equal(table["error_reason"], "")
-        photos = table.filter(pc.invert(failed_mask))
-        failures = table.filter(failed_mask)
-        name = None
-        if photos.num_rows:
-            self._seq += 1
-            name = part_name(self.run_id, self._seq)
-            write_part(self.parquet_folder, name, photos, self.models, self.run_id, int(time.time() * 1000))
-        photo_rows = photos.select(["path", "size", "mtime_ns", "width", "height"]).to_pylist()
-        error_rows = [
-            {"path": r["path"], "size": r["size"], "mtime_ns": r["mtime_ns"],
-             "stage": r["error_stage"], "reason": r["error_reason"]}
-            for r in failures.select(["path", "size", "mtime_ns", "error_stage", "error_reason"]).to_pylist()
-        ]
-        self.store.commit_batch(self.run_id, photo_rows, list(self._label_rows(photos)), error_rows, name)
-        self.indexed += len(photo_rows)
-        self.failed += len(error_rows)
+    def add_scan_errors(self, failures: Sequence[FileError]) -> None:
+        """Record files that failed before decoding (scan errors), committed at once."""
+        if failures:
+            rows = [{"path": e.path, "size": 0, "mtime_ns": 0, "stage": e.stage, "reason": e.reason}
+                    for e in failures]
+            self.store.commit_batch(self.run_id, [], [], rows, None)
+            self.failed += len(rows)
 
-    def _label_rows(self, photos: pa.Table) -> Iterable[LabelRow]:
-        paths = photos["path"].to_pylist()
-        for task, model in self.models.items():
+    def move(self, items: Sequence[WorkItem]) -> None:
+        """Commit photos that only moved: their results follow them, no model runs."""
+        for i in range(0, len(items), self.commit_rows):
+            self._commit([], moves=items[i : i + self.commit_rows])
+
+    def delete(self, paths: Sequence[str], keep: bool) -> None:
+        """Remove vanished photos from SQLite and Parquet, or with ``keep`` mark them deleted."""
+        if not paths:
+            return
+        if keep:
+            self.store.mark_deleted(paths)
+        else:
+            self._commit([], superseded=set(paths))
+        self.deleted += len(paths)
+
+    # -- one commit ---------------------------------------------------------------------
+
+    def _commit(self, rows: list[dict[str, Any]], moves: Sequence[WorkItem] = (),
+                superseded: set[str] = frozenset()) -> None:
+        ok = [r for r in rows if not r["error_reason"]]
+        failed = [r for r in rows if r["error_reason"]]
+        superseded = (set(superseded) | {r["path"] for r in rows}
+                      | {r["previous_path"] for r in rows if r["previous_path"]}
+                      | {m.previous_path for m in moves})
+        rewrites, previous = self._rewrite_parts(superseded)
+        now_ms = int(time.time() * 1000)
+        records = [self._record(r, previous.get(r["previous_path"]), now_ms) for r in ok]
+        records += [self._moved(m, previous[m.previous_path], now_ms) for m in moves if m.previous_path in previous]
+        name = None
+        if records:
+            name = self._next_part()
+            write_part(self.parquet_folder, name, pa.Table.from_pylist(records, schema=PARQUET_SCHEMA))
+        error_rows = [{"path": r["path"], "size": r["size"], "mtime_ns": r["mtime_ns"],
+                       "stage": r["error_stage"], "reason": r["error_reason"]} for r in failed]
+        photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
+        self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
+                                rewrites=rewrites, superseded=sorted(superseded))
+        for rewrite in rewrites:
+            (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
+        self.indexed += len(ok)
+        self.failed += len(failed)
+        self.moved += len(moves)
+
+    def _rewrite_parts(self, paths: set[str]) -> tuple[list[PartRewrite], dict[str, dict[str, Any]]]:
+        """New versions of the parts holding ``paths``, without them; and their old records."""
+        rewrites, previous = [], {}
+        for part, held in self.store.parts_holding(paths).items():
+            table = read_part(self.parquet_folder, part)
+            mask = pc.is_in(table["path"], pa.array(held, pa.string()))
+            previous.update((r["path"], r) for r in table.filter(mask).to_pylist())
+            kept = without_paths(table, held)
+            new = None
+            if kept.num_rows:
+                new = self._next_part()
+                write_part(self.parquet_folder, new, kept)
+            rewrites.append(PartRewrite(part, new, kept.num_rows))
+        return rewrites, previous
+
+    def _record(self, row: dict[str, Any], previous: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
+        """The complete record of a photo from a result row and its previous record."""
+        ran = row["tasks"].split(",")
+        record = {c: row[c] for c in _PHOTO_COLUMNS}
+        models = {t: self.models[t].model for t in ran}
+        weights = {t: self.models[t].weights for t in ran}
+        old_models = dict(previous["models"]) if previous else {}
+        old_weights = dict(previous["weights"]) if previous else {}
+        for task, wrapper in TASK_WRAPPERS.items():
+            if task in ran:
+                record[wrapper.column] = row[wrapper.column]
+            elif task in old_models:
+                record[wrapper.column] = previous[wrapper.column]
+                models[task], weights[task] = old_models[task], old_weights[task]
+            else:
+                record[wrapper.column] = None
+        return {**record, "models": sorted(models.items()), "weights": sorted(weights.items()),
+                "run_id": self.run_id, "indexed_at": now_ms}
+
+    def _moved(self, item: WorkItem, previous: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        return {**previous, "path": item.file.path, "size": item.file.size, "mtime_ns": item.file.mtime_ns,
+                "run_id": self.run_id, "indexed_at": now_ms}
+
+    def _next_part(self) -> str:
+        self._seq += 1
+        return part_name(self.run_id, self._seq)
+
+
+def _model_keys(record: dict[str, Any]) -> str:
+    """The record's {task: "model@weights"} as SQLite keeps it for planning."""
+    weights = dict(record["weights"])
+    return json.dumps({task: str(ModelKey(model, weights[task])) for task, model in record["models"]},
+                      sort_keys=True)
+
+
+def _label_rows(records: Iterable[dict[str, Any]]) -> Iterable[LabelRow]:
+    for record in records:
+        models = dict(record["models"])
+        for task, model in models.items():
             wrapper = TASK_WRAPPERS[task]
-            for path, record in zip(paths, photos[wrapper.column].to_pylist()):
-                if record is None:
-                    continue
-                for label, score in wrapper.labels_of(record):
-                    yield path, label, float(score), task, model
+            if record[wrapper.column] is None:
+                continue
+            for label, score in wrapper.labels_of(record[wrapper.column]):
+                yield record["path"], label, float(score), task, model

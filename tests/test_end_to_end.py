@@ -41,7 +41,7 @@ def small_index(tmp_path_factory, eval_photos, ray_local):
 def test_index_reports_bad_files_and_indexes_every_other_photo(small_index):
     root, index, photos, bad, result = small_index
     assert result.exit_code == 3, result.output
-    assert f"indexed    {len(photos)}\n" in result.output and "failed     3\n" in result.output
+    assert f"indexed    {len(photos)}  (" in result.output and "failed     3\n" in result.output
     db = sqlite3.connect(index / "index.sqlite")
     assert {r[0] for r in db.execute("SELECT path FROM photos")} == {str(p) for p in photos}
     errors = {Path(p).name: (stage, reason) for p, stage, reason in db.execute("SELECT path, stage, reason FROM errors")}
@@ -71,7 +71,7 @@ def test_rerun_skips_unchanged_photos(small_index):
     root, index, photos, _, _ = small_index
     result = run_cli("index", str(root), "--index", str(index), "--quiet")
     assert result.exit_code == 0, result.output
-    assert "indexed    0\n" in result.output and f"unchanged  {len(photos) + 3}\n" in result.output
+    assert "indexed    0  (" in result.output and f"unchanged  {len(photos) + 3}\n" in result.output
 
 
 def test_search_cli_json_and_messages(small_index):

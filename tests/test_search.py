@@ -22,11 +22,16 @@ PHOTOS = {
 }
 
 
+def photo_row(path: str) -> dict:
+    return {"path": path, "size": 1, "mtime_ns": 1, "width": 4, "height": 3, "fingerprint": path,
+            "models": '{"classify": "test@test.pth"}'}
+
+
 @pytest.fixture()
 def store(tmp_path: Path) -> IndexStore:
     store = IndexStore.open(tmp_path / "index")
     run_id = store.begin_run(["/photos"], {"classify": "test"})
-    photo_rows = [{"path": f"/photos/{n}", "size": 1, "mtime_ns": 1, "width": 4, "height": 3} for n in PHOTOS]
+    photo_rows = [photo_row(f"/photos/{n}") for n in PHOTOS]
     label_rows = [(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls]
     store.commit_batch(run_id, photo_rows, label_rows, [], "part.parquet")
     yield store
@@ -53,7 +58,7 @@ def test_scores_sum_a_terms_labels_and_multiply_across_terms(store):
 
 def test_vocabulary_words_do_not_match_other_labels_by_full_text(store, tmp_path):
     run_id = store.begin_run(["/photos"], {"classify": "test"})
-    store.commit_batch(run_id, [{"path": "/photos/wagon.jpg", "size": 1, "mtime_ns": 1, "width": 1, "height": 1}],
+    store.commit_batch(run_id, [photo_row("/photos/wagon.jpg")],
                        [("/photos/wagon.jpg", "beach wagon", 0.9, "classify", "test")], [], "p2.parquet")
     assert "wagon.jpg" not in names(search(store, ["beach"]))
     assert names(search(store, ["wagon"])) == ["wagon.jpg"]

@@ -1,0 +1,130 @@
+"""Nightly runs: exact row sets after adding, changing, moving and deleting photos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.indexer import index_library
+from pipeline.plan import KnownPhoto, plan_run
+from pipeline.records import ScannedFile
+from pipeline.search import search
+from pipeline.settings import IndexSettings
+from pipeline.store import IndexStore
+from tests.conftest import copy_photos, true_label
+
+
+def index_state(index: Path) -> dict:
+    """Everything the index holds, minus run ids and timestamps, for exact comparisons."""
+    db = sqlite3.connect(index / "index.sqlite")
+    photos = sorted(db.execute(
+        "SELECT path, size, mtime_ns, width, height, fingerprint, models, deleted_at IS NOT NULL FROM photos"))
+    labels = sorted(db.execute(
+        "SELECT p.path, l.label, round(l.score, 5), l.source, l.model FROM labels l JOIN photos p ON p.id = l.photo_id"))
+    registered = {name for (name,) in db.execute("SELECT name FROM parquet_files")}
+    files = {p.name for p in (index / "parquet").glob("*")}
+    assert files == registered, "Parquet folder holds exactly the parts SQLite lists"
+    table = pq.read_table(index / "parquet").drop_columns(["run_id", "indexed_at"])
+    rows = sorted(table.to_pylist(), key=lambda r: r["path"])
+    assert len({r["path"] for r in rows}) == len(rows), "one Parquet row per photo"
+    for row in rows:  # float32 scores round-trip through Python floats; compare rounded
+        row["labels"] = [(x["label"], round(x["score"], 5)) for x in row["labels"] or []]
+    return {"photos": photos, "labels": labels, "parquet": rows}
+
+
+def run(root: Path, index: Path, **kwargs):
+    settings = IndexSettings(roots=(str(root),), index_dir=index, commit_rows=4, **kwargs)
+    return index_library(settings)
+
+
+@pytest.fixture()
+def library(tmp_path, eval_photos):
+    root = tmp_path / "library"
+    copy_photos(eval_photos[100:110], root / "a")
+    copy_photos(eval_photos[500:502], root / "b")
+    return root
+
+
+def test_add_change_move_delete_then_rerun(tmp_path, library, eval_photos, ray_local):
+    index = tmp_path / "index"
+    first = run(library, index)
+    assert (first.indexed, first.new, first.failed) == (12, 12, 0)
+    before = index_state(index)
+    assert len(before["photos"]) == len(before["parquet"]) == 12
+
+    a = sorted((library / "a").iterdir())
+    added = copy_photos(eval_photos[900:902], library / "c")
+    changed = a[0]
+    shutil.copy(eval_photos[700], changed)  # same path, new content
+    os.utime(changed, ns=(1, 1_700_000_000_000_000_000))
+    moved_from, moved_to = a[1], library / "b" / "renamed.JPEG"
+    os.rename(moved_from, moved_to)
+    deleted = a[2]
+    deleted.unlink()
+
+    second = run(library, index)
+    assert (second.new, second.changed, second.moved, second.deleted, second.unchanged) == (2, 1, 1, 1, 9)
+    assert second.indexed == 3  # the move needed no inference
+    after = index_state(index)
+    expected_paths = ({p for p, *_ in before["photos"]} - {str(moved_from), str(deleted)}
+                      | {str(p) for p in added} | {str(moved_to)})
+    assert {p for p, *_ in after["photos"]} == expected_paths
+    assert {r["path"] for r in after["parquet"]} == expected_paths
+
+    def labels_of(state, path):
+        return [(label, score) for p, label, score, *_ in state["labels"] if p == str(path)]
+
+    assert labels_of(after, moved_to) == labels_of(before, moved_from)  # results followed the move
+    assert labels_of(after, changed) != labels_of(before, changed)  # new content, new labels
+    assert true_label(eval_photos[700]) in {label for label, _ in labels_of(after, changed)}
+
+    third = run(library, index)  # nothing changed: nothing done, nothing rewritten
+    assert (third.indexed, third.moved, third.deleted, third.unchanged) == (0, 0, 0, 13)
+    assert index_state(index) == after
+
+
+def test_keep_deleted_marks_rows_and_search_skips_them(tmp_path, library, ray_local):
+    index = tmp_path / "index"
+    run(library, index)
+    gone = sorted((library / "b").iterdir())[0]
+    store = IndexStore.open(index, create=False)
+    label = search(store, [gone.stem.split("_", 1)[1].replace("_", " ")], min_score=0)[0]
+    assert label.path == str(gone)
+    gone.unlink()
+    summary = run(library, index, keep_deleted=True)
+    assert summary.deleted == 1
+    state = index_state(index)
+    assert (str(gone), True) in {(p, bool(d)) for p, *_, d in state["photos"]}
+    assert str(gone) in {r["path"] for r in state["parquet"]}
+    assert str(gone) not in {h.path for h in search(store, [label.labels[0]["label"]], min_score=0)}
+    assert store.counts()["deleted"] == 1
+
+
+def test_plan_reruns_only_tasks_whose_model_or_weights_changed():
+    known = {
+        "/p/a.jpg": KnownPhoto(1, 1, "fa", '{"classify": "m@w1.pth"}'),
+        "/p/b.jpg": KnownPhoto(1, 1, "fb", '{"classify": "m@w1.pth", "detect": "d@x.pth"}'),
+    }
+    scanned = [ScannedFile("/p/a.jpg", 1, 1), ScannedFile("/p/b.jpg", 1, 1)]
+    same = plan_run(scanned, known, {}, {"classify": "m@w1.pth"}, ["/p"])
+    assert (same.unchanged, same.todo) == (2, [])
+    new_weights = plan_run(scanned, known, {}, {"classify": "m@w2.pth", "detect": "d@x.pth"}, ["/p"])
+    assert [(w.file.path, w.tasks, w.previous_path) for w in new_weights.todo] == [
+        ("/p/a.jpg", ("classify", "detect"), "/p/a.jpg"),
+        ("/p/b.jpg", ("classify",), "/p/b.jpg"),
+    ]
+    assert new_weights.rerun == 2 and new_weights.changed == 0
+
+
+def test_plan_deletes_only_under_scanned_roots_and_skips_failed_files():
+    known = {"/p/a.jpg": KnownPhoto(1, 1, "fa", "{}"), "/q/b.jpg": KnownPhoto(1, 1, "fb", "{}")}
+    plan = plan_run([ScannedFile("/p/bad.jpg", 5, 5)], known, {"/p/bad.jpg": (5, 5)}, {}, ["/p"])
+    assert plan.deleted == ["/p/a.jpg"] and plan.unchanged == 1 and plan.todo == []
+    retry = plan_run([ScannedFile("/p/bad.jpg", 5, 5)], known, {"/p/bad.jpg": (5, 5)}, {}, ["/p"],
+                     retry_errors=True)
+    assert [w.file.path for w in retry.todo] == ["/p/bad.jpg"]
