@@ -26,7 +26,6 @@ from pipeline.inference import InferenceStage, ModelPlan
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
-ROWS_PER_BLOCK_MIN = 64
 MAX_BLOCKS = 20_000
 DECODE_TASK_MEMORY = 256 * 1024 * 1024
 """Bytes a decode task reserves: a 12 MP JPEG decodes to ~36 MB, plus the batch's output."""
@@ -64,7 +63,8 @@ def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Seque
     """Yield result tables (``RESULT_SCHEMA``) for ``work``, in no particular order."""
     if not work:
         return
-    rows_per_block = max(ROWS_PER_BLOCK_MIN, math.ceil(len(work) / MAX_BLOCKS))
+    # Small blocks stream results (and progress) early; MAX_BLOCKS bounds the driver's bookkeeping.
+    rows_per_block = max(settings.decode_batch_size, math.ceil(len(work) / MAX_BLOCKS))
     items = [
         {"path": w.file.path, "size": w.file.size, "mtime_ns": w.file.mtime_ns,
          "tasks": ",".join(w.tasks), "previous_path": w.previous_path or ""}
