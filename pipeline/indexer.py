@@ -17,7 +17,7 @@ from models.registry import choose_models, get_spec
 from models.weights import fetch_weights
 from pipeline.fingerprint import fingerprint
 from pipeline.inference import ModelPlan
-from pipeline.job import RaySession, run_pipeline
+from pipeline.job import RaySession, local_gpu_count, run_pipeline
 from pipeline.lock import index_lock
 from pipeline.parquet_sink import parquet_dir, remove_orphan_parts
 from pipeline.plan import RunPlan, plan_run
@@ -87,8 +87,10 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
         session = None
         try:
             remove_orphan_parts(parquet_dir(settings.index_dir), store.parquet_file_names())
-            session = RaySession(settings)
-            gpus = session.gpus()
+            # Ray starts only when there is work, so an unchanged library costs a scan; a
+            # cluster is joined at once, since its GPUs decide which models run.
+            session = RaySession(settings) if settings.address else None
+            gpus = session.gpus() if session else local_gpu_count()
             models = choose_models(settings.tasks, overrides, gpu=gpus > 0)
             keys = {}
             for task, name in models.items():  # verified (or downloaded) before any work starts
@@ -106,6 +108,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                                  new=plan.new, changed=plan.changed + plan.rerun)
             writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, keys, settings.commit_rows)
             try:
+                if plan.todo and session is None:
+                    session = RaySession(settings)
                 _commit_run(plan, writer, settings, gpus, progress)
                 summary.status = "done"
             except KeyboardInterrupt:

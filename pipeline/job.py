@@ -31,6 +31,13 @@ DECODE_TASK_MEMORY = 256 * 1024 * 1024
 """Bytes a decode task reserves: a 12 MP JPEG decodes to ~36 MB, plus the batch's output."""
 
 
+def local_gpu_count() -> int:
+    """GPUs a locally started Ray would see, known without starting it."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 class RaySession:
     """Ray for one run: joins ``address`` or starts a local Ray, and stops only what it started."""
 
