@@ -7,17 +7,20 @@ own module and all Ray calls in ``pipeline/job.py``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from models.registry import choose_models, get_spec
+from models.registry import ModelSpec, choose_models, get_spec
 from models.weights import fetch_weights
+from pipeline.errors import WeightsMissingError
 from pipeline.inference import ModelPlan
 from pipeline.job import RaySession, run_pipeline
 from pipeline.lock import index_lock
 from pipeline.parquet_sink import parquet_dir, remove_orphan_parts
 from pipeline.plan import RunPlan, plan_run
+from pipeline.records import ScannedFile
 from pipeline.scan import check_roots, scan_library
 from pipeline.settings import IndexSettings
 from pipeline.store import IndexStore
@@ -38,6 +41,8 @@ class RunSummary:
     seconds: float = 0.0
     status: str = "running"
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
+    skipped_tasks: dict[str, str] = field(default_factory=dict)  # task -> why and how to fix
+    completed: int = 0  # indexed photos that got a task they lacked (e.g. detection added later)
 
     @property
     def images_per_s(self) -> float:
@@ -52,17 +57,63 @@ class ProgressListener(Protocol):
 
     def advanced(self, photos: int) -> None: ...
 
+    def skipped(self, tasks: dict[str, str]) -> None: ...
+
+    def completing(self, photos: int, tasks: tuple[str, ...]) -> None: ...
+
 
 class _Silent:
     def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
+        pass
+
+    def skipped(self, tasks: dict[str, str]) -> None:
+        pass
+
+    def completing(self, photos: int, tasks: tuple[str, ...]) -> None:
         pass
 
     def advanced(self, photos: int) -> None:
         pass
 
 
-def index_library(settings: IndexSettings, progress: ProgressListener | None = None) -> RunSummary:
+def _overrides(settings: IndexSettings) -> dict[str, str | None]:
+    return {"classify": settings.classifier, "detect": settings.detector, "segment": settings.segmenter}
+
+
+def select_models(settings: IndexSettings, gpu: bool,
+                  specs: Mapping[str, ModelSpec] | None = None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The run's models whose weights are here (verified, or downloaded where allowed), and
+    task -> message for the tasks skipped for want of weights.
+
+    ``specs`` gives a task's model spec directly instead of by name (a fine-tuned model, or
+    one with other weights); other tasks use ``--classifier``/``--detector``/``--segmenter``
+    or the device default. Raises :class:`WeightsMissingError` when weights are missing and
+    ``settings.strict_models`` is set, or when no selected task has its weights.
+    """
+    specs = dict(specs or {})
+    named = choose_models([t for t in settings.tasks if t not in specs], _overrides(settings), gpu)
+    chosen = {task: specs[task] if task in specs else get_spec(named[task]) for task in settings.tasks}
+    available, skipped = {}, {}
+    for task, spec in chosen.items():
+        try:
+            fetch_weights(spec, settings.weights_dir, offline=False)
+            available[task] = spec
+        except WeightsMissingError as exc:
+            skipped[task] = str(exc)
+    if skipped and (settings.strict_models or not available):
+        reason = "--strict-models is set" if available else "no selected task can run"
+        raise WeightsMissingError(f"{reason}; " + "; ".join(f"{t}: {m}" for t, m in skipped.items()))
+    return available, skipped
+
+
+def index_library(settings: IndexSettings, progress: ProgressListener | None = None,
+                  specs: Mapping[str, ModelSpec] | None = None) -> RunSummary:
     """Index ``settings.roots`` into ``settings.index_dir``; return the run's summary.
+
+    A task whose weights are missing is skipped (``summary.skipped_tasks`` says how to
+    provide them) unless ``settings.strict_models``; a later run with the weights runs just
+    that task on the photos indexed without it. ``specs`` gives models directly, see
+    :func:`select_models`.
 
     Raises :class:`~pipeline.errors.PhotosError` subclasses for problems that stop the
     whole run (missing folder, locked or unwritable index, unknown model, missing weights);
@@ -70,8 +121,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     """
     progress = progress or _Silent()
     roots = [str(r) for r in check_roots(settings.roots)]
-    overrides = {"classify": settings.classifier}
-    for name in overrides.values():
+    for name in _overrides(settings).values():
         if name:
             get_spec(name)  # an unknown name fails before any scanning
     started = time.monotonic()
@@ -82,20 +132,24 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             plan = plan_run(scan_library(roots), store.known_files())
             session = RaySession(settings)
             try:
-                models = choose_models(settings.tasks, overrides, gpu=session.gpus() > 0)
-                for name in models.values():  # verified (or downloaded) before any work starts
-                    fetch_weights(get_spec(name), settings.weights_dir, offline=False)
+                # Weights are verified (or downloaded) before any work starts.
+                chosen, skipped = select_models(settings, session.gpus() > 0, specs)
+                models = {task: spec.name for task, spec in chosen.items()}
                 progress.planned(plan, models)
+                progress.skipped(skipped)
                 run_id = store.begin_run(roots, models)
-                summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged)
+                summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
+                                     skipped_tasks=skipped)
                 writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, models, settings.commit_rows)
                 try:
                     writer.add_scan_errors((None, e) for e in plan.scan_errors)
-                    plans = [ModelPlan(task, get_spec(name)) for task, name in models.items()]
+                    plans = [ModelPlan(task, spec) for task, spec in chosen.items()]
                     for results in run_pipeline(plan.todo, settings, plans, session.gpus()):
                         writer.add(results)
                         progress.advanced(results.num_rows)
                     writer.flush()
+                    summary.completed = _complete_missing_tasks(store, roots, plan, settings, plans,
+                                                                session.gpus(), writer, progress)
                     summary.status = "done"
                 except KeyboardInterrupt:
                     summary.status = "interrupted"
@@ -117,3 +171,30 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
         finally:
             store.close()
     return summary
+
+
+def _complete_missing_tasks(store: IndexStore, roots: list[str], plan: RunPlan, settings: IndexSettings,
+                            plans: list[ModelPlan], gpus: int, writer: IndexWriter,
+                            progress: ProgressListener) -> int:
+    """Run each task on the unchanged photos indexed without it; return how many got one.
+
+    Only unchanged photos under this run's roots qualify (the rest were just indexed with
+    every task). Photos are grouped by the tasks they lack, one pipeline per group.
+    """
+    scanned = {f.path for f in plan.todo}
+    groups: dict[tuple[str, ...], list[ScannedFile]] = {}
+    for path, (size, mtime_ns, lacking) in store.photos_missing_tasks([p.task for p in plans]).items():
+        if path not in scanned and any(path.startswith(root.rstrip("/") + "/") for root in roots):
+            groups.setdefault(lacking, []).append(ScannedFile(path, size, mtime_ns))
+    completed, next_part = 0, writer.next_part
+    for lacking, files in groups.items():
+        progress.completing(len(files), lacking)
+        subset = [p for p in plans if p.task in lacking]
+        completer = IndexWriter(store, writer.parquet_folder, writer.run_id, {p.task: p.spec.name for p in subset},
+                                settings.commit_rows, complete_only=True, first_part=next_part)
+        for results in run_pipeline(files, settings, subset, gpus):
+            completer.add(results)
+            progress.advanced(results.num_rows)
+        completer.flush()
+        completed, next_part = completed + completer.indexed, completer.next_part
+    return completed

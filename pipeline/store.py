@@ -4,7 +4,11 @@ Tables: ``runs`` (one row per `photos index`), ``photos`` (one per indexed file)
 ``labels`` (photo, label, score, source model), ``errors`` (one per file that failed,
 with stage and reason), ``parquet_files`` (the Parquet parts that belong to the index)
 and ``label_fts``, an FTS5 table over the distinct label names that search matches words
-against (porter stemming, so "dogs" finds "dog").
+against (porter stemming, so "dogs" finds "dog"). Detection and segmentation add
+``objects`` (one row per box: label, score, box in original-image pixels, area fraction)
+and ``segments`` (one row per class present in a photo's mask: pixel fraction, mean
+confidence); ``task_results`` records which task ran on which photo with which model, so
+a task whose weights were missing can be run later on just the photos that lack it.
 
 The database runs in WAL mode, so `photos search` reads a consistent snapshot while a
 nightly run writes; each batch of results is one transaction (:meth:`IndexStore.commit_batch`).
@@ -28,7 +32,8 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from pipeline.errors import IndexStoreError
 
 DB_NAME = "index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: photos, labels, errors, runs. 2: adds objects, segments and task_results."""
 
 metadata = MetaData()
 
@@ -93,8 +98,49 @@ parquet_files = Table(
 
 label_names = Table("label_names", metadata, Column("label", Text, primary_key=True))
 
+objects = Table(
+    "objects", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("x1", Float, nullable=False),  # original-image pixels, after EXIF rotation
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Column("area", Float, nullable=False),  # box area / photo area
+    Column("model", Text, nullable=False),
+    Index("ix_objects_label_score", "label", "score"),
+    Index("ix_objects_photo", "photo_id"),
+)
+
+segments = Table(
+    "segments", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("fraction", Float, nullable=False),  # of the photo's pixels
+    Column("score", Float, nullable=False),  # mean confidence over those pixels
+    Column("model", Text, nullable=False),
+    Index("ix_segments_label_fraction", "label", "fraction"),
+    Index("ix_segments_photo", "photo_id"),
+)
+
+task_results = Table(
+    "task_results", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True),
+    Column("task", Text, primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("parquet_file", Text, nullable=False),  # the part whose row holds this task's record
+)
+
 LabelRow = tuple[str, str, float, str, str]
 """(photo path, label, score, source task, model name)."""
+ObjectRow = tuple[str, str, float, float, float, float, float, float, str]
+"""(photo path, label, score, x1, y1, x2, y2, area fraction, model name)."""
+SegmentRow = tuple[str, str, float, float, str]
+"""(photo path, label, pixel fraction, mean confidence, model name)."""
+TaskRow = tuple[str, str, str]
+"""(photo path, task, model name): the task ran on the photo (even if it found nothing)."""
 
 _FTS_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS label_fts USING fts5(label, tokenize='porter unicode61')"
 
@@ -148,6 +194,13 @@ class IndexStore:
                 )
             metadata.create_all(conn)
             conn.execute(text(_FTS_DDL))
+            if version == 1:  # every photo of a version-1 index was classified, and only that
+                conn.execute(text(
+                    "INSERT OR IGNORE INTO task_results (photo_id, task, model, run_id, parquet_file) "
+                    "SELECT p.id, 'classify', (SELECT l.model FROM labels l WHERE l.photo_id = p.id LIMIT 1), "
+                    "p.run_id, p.parquet_file FROM photos p "
+                    "WHERE EXISTS (SELECT 1 FROM labels l WHERE l.photo_id = p.id)"
+                ))
             conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
 
     def schema_version(self) -> int:
@@ -189,6 +242,38 @@ class IndexStore:
                 known.setdefault(row.path, (row.size, row.mtime_ns))
         return known
 
+    def photos_missing_tasks(self, tasks: Sequence[str]) -> dict[str, tuple[int, int, tuple[str, ...]]]:
+        """path -> (size, mtime_ns, tasks of ``tasks`` it lacks), for indexed photos lacking any."""
+        with self.engine.connect() as conn:
+            done: dict[int, set[str]] = {}
+            for photo_id, task in conn.execute(select(task_results.c.photo_id, task_results.c.task)
+                                               .where(task_results.c.task.in_(tasks))):
+                done.setdefault(photo_id, set()).add(task)
+            missing = {}
+            for row in conn.execute(select(photos.c.id, photos.c.path, photos.c.size, photos.c.mtime_ns)):
+                lacking = tuple(t for t in tasks if t not in done.get(row.id, ()))
+                if lacking:
+                    missing[row.path] = (row.size, row.mtime_ns, lacking)
+        return missing
+
+    def task_coverage(self) -> dict[str, dict[str, int]]:
+        """task -> {model name: photos it ran on}."""
+        query = select(task_results.c.task, task_results.c.model, func.count()).group_by(
+            task_results.c.task, task_results.c.model)
+        coverage: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for task, model, n in conn.execute(query):
+                coverage.setdefault(task, {})[model] = n
+        return coverage
+
+    def parquet_parts_of(self, path: str) -> list[str]:
+        """The Parquet parts holding ``path``'s records, oldest first (one per task run later)."""
+        query = (select(photos.c.parquet_file).where(photos.c.path == path)
+                 .union(select(task_results.c.parquet_file).join(photos, photos.c.id == task_results.c.photo_id)
+                        .where(photos.c.path == path)))
+        with self.engine.connect() as conn:
+            return sorted(set(conn.execute(query).scalars()))
+
     def parquet_file_names(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.execute(select(parquet_files.c.name)).scalars())
@@ -197,7 +282,8 @@ class IndexStore:
 
     def commit_batch(self, run_id: int, photo_rows: Sequence[dict[str, Any]],
                      label_rows: Sequence[LabelRow], error_rows: Sequence[dict[str, Any]],
-                     parquet_name: str | None) -> None:
+                     parquet_name: str | None, object_rows: Sequence[ObjectRow] = (),
+                     segment_rows: Sequence[SegmentRow] = (), task_rows: Sequence[TaskRow] = ()) -> None:
         """Record one batch of results in one transaction.
 
         ``photo_rows`` carry path, size, mtime_ns, width and height; ``error_rows`` path,
@@ -225,10 +311,67 @@ class IndexStore:
                         for path, label, score, source, model in label_rows
                     ])
                     self._add_label_names(conn, {row[1] for row in label_rows})
+                self._insert_task_rows(conn, ids, run_id, parquet_name, object_rows, segment_rows, task_rows)
                 conn.execute(insert(parquet_files).values(
                     name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
             if error_rows:
                 conn.execute(insert(errors), [{**r, "run_id": run_id, "at": now} for r in error_rows])
+
+    def add_task_results(self, run_id: int, tasks: Sequence[str], label_rows: Sequence[LabelRow],
+                         parquet_name: str, n_rows: int, object_rows: Sequence[ObjectRow] = (),
+                         segment_rows: Sequence[SegmentRow] = (), task_rows: Sequence[TaskRow] = ()) -> None:
+        """Add the results of ``tasks`` to photos already in the index, in one transaction.
+
+        Used when a task (say detection, whose weights were missing before) runs later on
+        photos indexed without it: their other tasks' rows stay, and any earlier results
+        of ``tasks`` for them are replaced. ``parquet_name`` is the part holding the rows.
+        """
+        paths = sorted({row[0] for row in task_rows})
+        now = time.time()
+        with self.engine.begin() as conn:
+            ids: dict[str, int] = {}
+            for chunk in _chunks(paths):
+                ids.update({p: i for i, p in conn.execute(select(photos.c.id, photos.c.path).where(photos.c.path.in_(chunk)))})
+            photo_ids = list(ids.values())
+            for chunk in _chunks(photo_ids):
+                conn.execute(delete(labels).where(labels.c.photo_id.in_(chunk), labels.c.source.in_(tasks)))
+                conn.execute(delete(task_results).where(task_results.c.photo_id.in_(chunk), task_results.c.task.in_(tasks)))
+                if "detect" in tasks:
+                    conn.execute(delete(objects).where(objects.c.photo_id.in_(chunk)))
+                if "segment" in tasks:
+                    conn.execute(delete(segments).where(segments.c.photo_id.in_(chunk)))
+            live_labels = [r for r in label_rows if r[0] in ids]
+            if live_labels:
+                conn.execute(insert(labels), [
+                    {"photo_id": ids[path], "label": label, "score": score, "source": source, "model": model}
+                    for path, label, score, source, model in live_labels
+                ])
+                self._add_label_names(conn, {row[1] for row in live_labels})
+            self._insert_task_rows(conn, ids, run_id, parquet_name,
+                                   [r for r in object_rows if r[0] in ids], [r for r in segment_rows if r[0] in ids],
+                                   [r for r in task_rows if r[0] in ids])
+            conn.execute(insert(parquet_files).values(name=parquet_name, run_id=run_id, rows=n_rows, created_at=now))
+
+    @staticmethod
+    def _insert_task_rows(conn, ids: dict[str, int], run_id: int, parquet_name: str | None,
+                          object_rows: Sequence[ObjectRow], segment_rows: Sequence[SegmentRow],
+                          task_rows: Sequence[TaskRow]) -> None:
+        if object_rows:
+            conn.execute(insert(objects), [
+                {"photo_id": ids[path], "label": label, "score": score, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                 "area": area, "model": model}
+                for path, label, score, x1, y1, x2, y2, area, model in object_rows
+            ])
+        if segment_rows:
+            conn.execute(insert(segments), [
+                {"photo_id": ids[path], "label": label, "fraction": fraction, "score": score, "model": model}
+                for path, label, fraction, score, model in segment_rows
+            ])
+        if task_rows:
+            conn.execute(insert(task_results), [
+                {"photo_id": ids[path], "task": task, "model": model, "run_id": run_id, "parquet_file": parquet_name}
+                for path, task, model in task_rows
+            ])
 
     @staticmethod
     def _add_label_names(conn, names: set[str]) -> None:
@@ -260,6 +403,8 @@ class IndexStore:
                 "photos": conn.execute(select(func.count()).select_from(photos)).scalar_one(),
                 "labels": conn.execute(select(func.count()).select_from(labels)).scalar_one(),
                 "errors": conn.execute(select(func.count()).select_from(errors)).scalar_one(),
+                "objects": conn.execute(select(func.count()).select_from(objects)).scalar_one(),
+                "segments": conn.execute(select(func.count()).select_from(segments)).scalar_one(),
             }
 
 
