@@ -80,17 +80,21 @@ class Segmenter(ModelWrapper):
     def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
         self.load()
         tensors = [self.preprocess(self.to_tensor(im)) for im in images]
-        # Pad to one shape so the batch runs as one call, then crop each result back.
-        height, width = max(t.shape[1] for t in tensors), max(t.shape[2] for t in tensors)
-        batch = torch.stack([F.pad(t, (0, width - t.shape[2], 0, height - t.shape[1])) for t in tensors])
-        logits = self.model(batch.to(self.device))["out"].float()
-        records = []
-        for i, (tensor, original) in enumerate(zip(tensors, self.original_sizes(images, sizes))):
-            crop = logits[i:i + 1, :, :tensor.shape[1], :tensor.shape[2]]
-            probs = torch.softmax(F.interpolate(crop, size=mask_shape(original, self.options.mask_size),
-                                                mode="bilinear", align_corners=False)[0], dim=0)
-            confidence, mask = probs.max(dim=0)
-            records.append(self._record(mask.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy()))
+        # Photos of one shape run as one call. Padding mixed shapes to one would cost up to
+        # twice the pixels (portrait beside landscape) and change predictions at the borders.
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_shape.setdefault(tuple(t.shape), []).append(i)
+        originals = self.original_sizes(images, sizes)
+        records: list[dict] = [{}] * len(images)
+        for indices in by_shape.values():
+            logits = self.model(torch.stack([tensors[i] for i in indices]).to(self.device))["out"].float()
+            for row, i in enumerate(indices):
+                size = mask_shape(originals[i], self.options.mask_size)
+                resized = F.interpolate(logits[row:row + 1], size=size, mode="bilinear", align_corners=False)
+                probs = torch.softmax(resized[0], dim=0)
+                confidence, mask = probs.max(dim=0)
+                records[i] = self._record(mask.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy())
         return records
 
     def _record(self, mask: np.ndarray, confidence: np.ndarray) -> dict:
