@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import click
 
+from jobs.eval_cmd import evaluate
 from jobs.index_cmd import index
 from jobs.models_cmd import models
 from jobs.search_cmd import search
+from jobs.show_cmd import show
 from jobs.status_cmd import errors, status
 from pipeline.errors import PhotosError
 
@@ -36,8 +38,9 @@ def cli() -> None:
     """Index a photo library with CNNs and search it.
 
     \b
-      photos index ~/Pictures        classify every photo, write Parquet + SQLite
+      photos index ~/Pictures        classify, detect, segment; write Parquet + SQLite
       photos search beach            photos of beaches, best first
+      photos show IMG_0042.jpg       draw its boxes and mask from the index
       photos models list             models and whether their weights are here
     """
 
@@ -47,6 +50,8 @@ cli.add_command(search)
 cli.add_command(models)
 cli.add_command(status)
 cli.add_command(errors)
+cli.add_command(show)
+cli.add_command(evaluate)
 
 
 def main() -> None:

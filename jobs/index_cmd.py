@@ -36,6 +36,14 @@ class _ProgressBar:
         self.bar = tqdm(total=len(plan.todo), unit="photo", file=sys.stderr, disable=not self.enabled,
                         dynamic_ncols=True, smoothing=0.1)
 
+    def skipped(self, tasks: dict[str, str]) -> None:
+        for task, message in tasks.items():
+            click.secho(f"WARNING: skipping {task}: {message}", fg="yellow", err=True)
+        if tasks:
+            click.secho("The other tasks run now; a later run with the weights adds the skipped tasks to "
+                        "these photos (`photos status` shows coverage; --strict-models makes this an error).",
+                        fg="yellow", err=True)
+
     def advanced(self, photos: int) -> None:
         if self.bar is not None:
             self.bar.update(photos)
@@ -59,6 +67,9 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--models", "tasks", default=",".join(TASKS), callback=_parse_tasks, show_default=True,
               help=help_for("tasks"))
 @click.option("--classifier", default=None, help=help_for("classifier"))
+@click.option("--detector", default=None, help=help_for("detector"))
+@click.option("--segmenter", default=None, help=help_for("segmenter"))
+@click.option("--strict-models", is_flag=True, help=help_for("strict_models"))
 @click.option("--weights-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help=help_for("weights_dir"))
 @click.option("--address", default=None, help=help_for("address"))
@@ -67,6 +78,11 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--actors", "num_actors", type=click.IntRange(1), default=None, help=help_for("num_actors"))
 @click.option("--top-k", type=click.IntRange(1, 100), default=IndexSettings.top_k, show_default=True,
               help=help_for("top_k"))
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=IndexSettings.score_threshold,
+              show_default=True, help=help_for("score_threshold"))
+@click.option("--mask-size", type=click.IntRange(16, 4096), default=IndexSettings.mask_size, show_default=True,
+              help=help_for("mask_size"))
+@click.option("--image-size", type=click.IntRange(32, 4096), default=None, help=help_for("image_size"))
 @click.option("--num-cpus", "ray_num_cpus", type=click.IntRange(1), default=None, help=help_for("ray_num_cpus"))
 @click.option("--commit-rows", type=click.IntRange(1), default=IndexSettings.commit_rows, show_default=True,
               help=help_for("commit_rows"))
@@ -76,22 +92,30 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--retry-errors", is_flag=True, help=help_for("retry_errors"))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
+          detector: str | None, segmenter: str | None, strict_models: bool,
           weights_dir: Path | None, address: str | None, batch_size: int, num_actors: int | None,
-          top_k: int, ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
+          top_k: int, score_threshold: float, mask_size: int, image_size: int | None,
+          ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
           retry_errors: bool, quiet: bool) -> None:
     """Index the photos under ROOTS (folders, walked recursively).
 
-    Unchanged photos are skipped, moved photos keep their results, deleted photos leave
-    the index, and a new model re-runs only its task: running it every night costs only
-    what changed. A killed run resumes where it stopped. Files that cannot be read are
-    recorded (see `photos errors`) and the run goes on; the exit code is then 3.
+    Each photo is decoded once and goes through the classifier, the object detector and
+    the segmentation model (--models picks). Unchanged photos are skipped, moved photos
+    keep their results, deleted photos leave the index, and a new model re-runs only its
+    task: running it every night costs only what changed. A killed run resumes where it
+    stopped. Files that cannot be read are recorded (see `photos errors`) and the run goes
+    on; the exit code is then 3. A task whose weights are missing is skipped with a
+    warning (an error with --strict-models); a later run with the weights runs just it.
 
     \b
     Example:
       photos index ~/Pictures /mnt/nas/photos --index ~/photo-index
+      photos index ~/Pictures --models classify,detect --weights-dir ./weights
     """
     settings = IndexSettings(
         roots=roots, index_dir=resolve_index_dir(index_dir), tasks=tasks, classifier=classifier,
+        detector=detector, segmenter=segmenter, strict_models=strict_models,
+        score_threshold=score_threshold, mask_size=mask_size, image_size=image_size,
         weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size,
         num_actors=num_actors, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
         max_pixels=max_pixels, keep_deleted=keep_deleted, retry_errors=retry_errors,
@@ -117,6 +141,8 @@ def _print_summary(s: RunSummary) -> None:
         f"  failed     {s.failed}\n"
         f"  index      {s.index_dir}"
     )
+    for task in s.skipped_tasks:
+        click.secho(f"  SKIPPED    {task}: weights missing (see the warning above; --weights-dir)", fg="yellow")
     shown = s.failures[:10]
     for path, stage, reason in shown:
         click.echo(f"  ! {path}: {reason} ({stage})")

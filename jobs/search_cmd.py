@@ -20,23 +20,35 @@ from pipeline.store import IndexStore
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Most photos to show.")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=DEFAULT_MIN_SCORE, show_default=True,
               help="Ignore labels whose summed score for a term is below this.")
+@click.option("--object", "objects_of", multiple=True,
+              help="Only photos with a detected box of this class (repeatable), e.g. --object car.")
+@click.option("--min-count", type=click.IntRange(0), default=0,
+              help="Only photos with at least this many detected boxes of each term (and --object).")
+@click.option("--min-area", type=click.FloatRange(0, 1), default=0.0,
+              help="Boxes counted by --object and --min-count must cover this fraction of the photo.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (path, score, labels, width, height).")
-def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score: float, as_json: bool) -> None:
+def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score: float,
+           objects_of: tuple[str, ...], min_count: int, min_area: float, as_json: bool) -> None:
     """Photos matching every TERM, best first.
 
     A term is a word ("dog", "beach", "retriever") or, quoted, a phrase ("golden
     retriever"); everyday words map to the models' labels ("dog" finds every breed).
-    A term starting with '-' excludes photos that match it.
+    A term starting with '-' excludes photos that match it. Labels come from the
+    classifier, the object detector and segmentation; a term scores a photo by its
+    strongest source (see the README).
 
     \b
     Examples:
       photos search beach
       photos search dog -cat --limit 5
       photos search "golden retriever" --json
+      photos search person --min-count 3
+      photos search --object car --min-area 0.1
     """
     store = IndexStore.open(resolve_index_dir(index_dir), create=False)
     try:
-        hits = search_index(store, terms, limit=limit, min_score=min_score)
+        hits = search_index(store, terms, limit=limit, min_score=min_score, objects_of=objects_of,
+                            min_count=min_count, min_area=min_area)
     finally:
         store.close()
     if as_json:
@@ -46,7 +58,7 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
         ], indent=2, ensure_ascii=False))
         return
     if not hits:
-        click.echo(f"No photos match {' '.join(terms)!r}.")
+        click.echo(f"No photos match {' '.join(terms + tuple(f'--object {o}' for o in objects_of))!r}.")
         return
     for h in hits:
         why = ", ".join(f"{m['label']} {m['score']:.2f}" for m in h.labels[:3])

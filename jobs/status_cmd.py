@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
+from pipeline.settings import TASKS
 from pipeline.store import IndexStore
 
 
@@ -20,16 +21,29 @@ def _when(ts: float | None) -> str:
 @index_option
 @click.option("--runs", "n_runs", type=click.IntRange(1), default=5, show_default=True, help="Runs to show.")
 def status(index_dir: Path | None, n_runs: int) -> None:
-    """Library totals and the last runs."""
+    """Library totals, how many photos each task has covered, and the last runs.
+
+    A task below 100% had its weights missing in some run: run `photos index` again with
+    the weights (--weights-dir) and it runs on just those photos.
+    """
     store = IndexStore.open(resolve_index_dir(index_dir), create=False)
     try:
         counts = store.counts()
+        coverage = store.task_coverage()
         runs = store.last_runs(n_runs)
     finally:
         store.close()
     click.echo(f"Index {store.path.parent}")
-    click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   failed files {counts['errors']}"
+    click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   objects {counts['objects']}   "
+               f"segments {counts['segments']}   failed files {counts['errors']}"
                + (f"   marked deleted {counts['deleted']}" if counts["deleted"] else ""))
+    click.echo("\nTASK      COVERED  MODELS")
+    for task in TASKS:
+        models = coverage.get(task, {})
+        done = sum(models.values())
+        share = f"{done / counts['photos']:.0%}" if counts["photos"] else "-"
+        click.echo(f"{task:<9} {done:>5} {share:>4}  "
+                   + (", ".join(f"{m} ({n})" for m, n in models.items()) or "never run (weights missing?)"))
     click.echo("\nRUN  STARTED           ENDED             STATUS         SEEN     NEW  CHANGED  MOVED  DELETED"
                "  FAILED  PHOTOS/S  MODELS")
     for r in runs:

@@ -1,14 +1,16 @@
 """The one base class every task's model wrapper extends.
 
 A wrapper turns a batch of working images (H x W x 3 uint8 arrays of any size) into one
-plain record per image. The generic inference stage (``pipeline/inference.py``) knows
+plain record per image. Working images are photos shrunk for the models; each comes with
+the photo's original (width, height) after EXIF rotation, so records that hold geometry
+(boxes, masks) can be given in the photo's own pixels rather than the working image's. The generic inference stage (``pipeline/inference.py``) knows
 only this interface, so a new task is a new small subclass, not a new batch loop.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -72,5 +74,16 @@ class ModelWrapper(ABC):
         """The searchable (label, score) pairs in one of this task's records."""
 
     @abstractmethod
-    def predict(self, images: list[np.ndarray]) -> list[Any]:
-        """One record (matching ``arrow_type``) per image, in order."""
+    def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[Any]:
+        """One record (matching ``arrow_type``) per image, in order.
+
+        ``sizes`` are the photos' original (width, height); None means the images are the
+        originals.
+        """
+
+    @staticmethod
+    def original_sizes(images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        """``sizes``, or each image's own (width, height) when there are none."""
+        if sizes is None:
+            return [(im.shape[1], im.shape[0]) for im in images]
+        return [(int(w), int(h)) for w, h in sizes]

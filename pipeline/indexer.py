@@ -9,12 +9,14 @@ batch; a rerun plans again from what was committed and does only what is left.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from models.registry import choose_models, get_spec
+from models.registry import ModelSpec, choose_models, get_spec
 from models.weights import fetch_weights
+from pipeline.errors import WeightsMissingError
 from pipeline.fingerprint import fingerprint
 from pipeline.inference import ModelPlan
 from pipeline.job import RaySession, local_gpu_count, run_pipeline
@@ -45,6 +47,7 @@ class RunSummary:
     seconds: float = 0.0
     status: str = "running"
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
+    skipped_tasks: dict[str, str] = field(default_factory=dict)  # task -> why, and how to fix it
 
     @property
     def images_per_s(self) -> float:
@@ -59,17 +62,58 @@ class ProgressListener(Protocol):
 
     def advanced(self, photos: int) -> None: ...
 
+    def skipped(self, tasks: dict[str, str]) -> None: ...
+
 
 class _Silent:
     def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
+        pass
+
+    def skipped(self, tasks: dict[str, str]) -> None:
         pass
 
     def advanced(self, photos: int) -> None:
         pass
 
 
-def index_library(settings: IndexSettings, progress: ProgressListener | None = None) -> RunSummary:
+def _overrides(settings: IndexSettings) -> dict[str, str | None]:
+    return {"classify": settings.classifier, "detect": settings.detector, "segment": settings.segmenter}
+
+
+def select_models(settings: IndexSettings, gpu: bool,
+                  specs: Mapping[str, ModelSpec] | None = None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The run's models whose weights are here (verified, or downloaded where allowed), and
+    task -> message for the tasks skipped for want of weights.
+
+    ``specs`` gives a task's model spec directly instead of by name (a fine-tuned model, or
+    one with other weights); other tasks use ``--classifier``/``--detector``/``--segmenter``
+    or the device default. Raises :class:`WeightsMissingError` when weights are missing and
+    ``settings.strict_models`` is set, or when no selected task has its weights.
+    """
+    specs = dict(specs or {})
+    named = choose_models([t for t in settings.tasks if t not in specs], _overrides(settings), gpu)
+    chosen = {task: specs[task] if task in specs else get_spec(named[task]) for task in settings.tasks}
+    available, skipped = {}, {}
+    for task, spec in chosen.items():
+        try:
+            fetch_weights(spec, settings.weights_dir, offline=False)
+            available[task] = spec
+        except WeightsMissingError as exc:
+            skipped[task] = str(exc)
+    if skipped and (settings.strict_models or not available):
+        reason = "--strict-models is set" if available else "no selected task can run"
+        raise WeightsMissingError(f"{reason}; " + "; ".join(f"{t}: {m}" for t, m in skipped.items()))
+    return available, skipped
+
+
+def index_library(settings: IndexSettings, progress: ProgressListener | None = None,
+                  specs: Mapping[str, ModelSpec] | None = None) -> RunSummary:
     """Index ``settings.roots`` into ``settings.index_dir``; return the run's summary.
+
+    A task whose weights are missing is skipped (``summary.skipped_tasks`` says how to
+    provide them) unless ``settings.strict_models``; a later run with the weights runs just
+    that task on the photos indexed without it. ``specs`` gives models directly, see
+    :func:`select_models`.
 
     Raises :class:`~pipeline.errors.PhotosError` subclasses for problems that stop the
     whole run (missing folder, locked or unwritable index, unknown model, missing weights);
@@ -77,8 +121,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     """
     progress = progress or _Silent()
     roots = [str(r) for r in check_roots(settings.roots)]
-    overrides = {"classify": settings.classifier}
-    for name in overrides.values():
+    for name in _overrides(settings).values():
         if name:
             get_spec(name)  # an unknown name fails before any scanning
     started = time.monotonic()
@@ -91,26 +134,24 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             # cluster is joined at once, since its GPUs decide which models run.
             session = RaySession(settings) if settings.address else None
             gpus = session.gpus() if session else local_gpu_count()
-            models = choose_models(settings.tasks, overrides, gpu=gpus > 0)
-            keys = {}
-            for task, name in models.items():  # verified (or downloaded) before any work starts
-                spec = get_spec(name)
-                fetch_weights(spec, settings.weights_dir, offline=False)
-                keys[task] = ModelKey(name, spec.file_name)
+            chosen, skipped = select_models(settings, gpus > 0, specs)  # weights checked up front
+            models = {task: spec.name for task, spec in chosen.items()}
+            keys = {task: ModelKey(spec.name, spec.file_name) for task, spec in chosen.items()}
             plan = plan_run(
                 scan_library(roots), store.known_photos(), store.known_errors(),
                 {task: str(key) for task, key in keys.items()}, roots,
                 retry_errors=settings.retry_errors, fingerprint_of=fingerprint,
             )
             progress.planned(plan, models)
+            progress.skipped(skipped)
             run_id = store.begin_run(roots, models)
             summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
-                                 new=plan.new, changed=plan.changed + plan.rerun)
+                                 new=plan.new, changed=plan.changed + plan.rerun, skipped_tasks=skipped)
             writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, keys, settings.commit_rows)
             try:
                 if plan.todo and session is None:
                     session = RaySession(settings)
-                _commit_run(plan, writer, settings, gpus, progress)
+                _commit_run(plan, writer, chosen, settings, gpus, progress)
                 summary.status = "done"
             except KeyboardInterrupt:
                 summary.status = "interrupted"
@@ -135,15 +176,15 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     return summary
 
 
-def _commit_run(plan: RunPlan, writer: IndexWriter, settings: IndexSettings, gpus: int,
-                progress: ProgressListener) -> None:
+def _commit_run(plan: RunPlan, writer: IndexWriter, chosen: Mapping[str, ModelSpec],
+                settings: IndexSettings, gpus: int, progress: ProgressListener) -> None:
     """Deletions and moves first (cheap, no model), then model results batch by batch."""
     writer.delete(plan.deleted, keep=settings.keep_deleted)
     writer.store.forget_errors(plan.vanished_errors)
     writer.add_scan_errors(plan.scan_errors)
     writer.move(plan.moves)
     needed = {task for item in plan.todo for task in item.tasks}
-    plans = [ModelPlan(task, get_spec(key.model)) for task, key in writer.models.items() if task in needed]
+    plans = [ModelPlan(task, spec) for task, spec in chosen.items() if task in needed]
     try:
         for results in run_pipeline(plan.todo, settings, plans, gpus):
             writer.add(results)

@@ -47,6 +47,12 @@ class ModelPlan:
     spec: ModelSpec
 
 
+def working_size(plans: Sequence[ModelPlan], image_size: int | None) -> int:
+    """The shorter side photos are decoded to: ``image_size`` if set, else the largest
+    input size among the run's models, so every model gets the pixels it was trained on."""
+    return image_size or max((p.spec.input_size for p in plans), default=256)
+
+
 def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -78,7 +84,9 @@ class InferenceStage:
             live = [i for i in range(n) if not reasons[i] and wrapper.task in tasks[i]]
             if not live:
                 continue
-            for i, outcome in zip(live, _predict_isolating(wrapper, [batch["image"][i] for i in live])):
+            images = [batch["image"][i] for i in live]
+            sizes = [(int(batch["width"][i]), int(batch["height"][i])) for i in live]
+            for i, outcome in zip(live, _predict_isolating(wrapper, images, sizes)):
                 if isinstance(outcome, _Failure):
                     stages[i], reasons[i] = wrapper.task, outcome.reason
                 else:
@@ -107,17 +115,17 @@ class _Failure:
     reason: str
 
 
-def _predict_isolating(wrapper: ModelWrapper, images: list[np.ndarray]) -> list:
+def _predict_isolating(wrapper: ModelWrapper, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list:
     """Predict the batch; if that fails, each image alone, so only the bad ones fail."""
     if len(images) > 1:
         try:
-            return wrapper.predict(images)
+            return wrapper.predict(images, sizes)
         except Exception:
             pass
     outcomes: list = []
-    for image in images:
+    for image, size in zip(images, sizes):
         try:
-            outcomes.extend(wrapper.predict([image]))
+            outcomes.extend(wrapper.predict([image], [size]))
         except Exception as exc:
             outcomes.append(_Failure(f"{wrapper.spec.name} failed on this image: {type(exc).__name__}: {exc}"))
     return outcomes

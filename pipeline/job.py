@@ -22,7 +22,7 @@ import ray
 
 from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
-from pipeline.inference import InferenceStage, ModelPlan
+from pipeline.inference import InferenceStage, ModelPlan, working_size
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
@@ -80,7 +80,7 @@ def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Seque
     dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows_per_block))
     decoded = dataset.map_batches(
         decode_batch,
-        fn_kwargs={"image_size": settings.image_size, "max_pixels": settings.max_pixels},
+        fn_kwargs={"image_size": working_size(plans, settings.image_size), "max_pixels": settings.max_pixels},
         batch_size=settings.decode_batch_size,
         batch_format="numpy",
         num_cpus=settings.decode_cpus,
@@ -93,7 +93,8 @@ def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Seque
         InferenceStage,
         fn_constructor_kwargs={
             "plans": list(plans), "weights_dir": settings.weights_dir,
-            "options": TaskOptions(top_k=settings.top_k),
+            "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
+                                   mask_size=settings.mask_size),
             "cpu_threads": None if gpus else max(1, int(settings.actor_cpus)),
         },
         batch_size=settings.batch_size,

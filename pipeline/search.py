@@ -8,9 +8,18 @@ A query is a list of terms; a photo must match every term (AND), and a term writ
 - any other term matches by full-text search over label names (FTS5, porter stemming):
   "retriever" -> golden retriever, Labrador retriever; "retrievers" the same.
 
-Ranking: a term's score for a photo is the sum of the photo's scores for the labels the
-term matches, capped at 1 (classifier scores are probabilities, so summing the breeds
-gives the probability of "dog"); a photo's score is the product of its term scores.
+Labels come from three sources (the ``labels.source`` column): the classifier (softmax
+probabilities), the detector (per class, its best box's score) and segmentation (per
+class covering at least 1% of the photo, the model's mean confidence over its pixels).
+
+Ranking: for each source, the sum of the photo's scores for the labels the term matches,
+capped at 1 (classifier scores are probabilities, so summing the breeds gives the
+probability of "dog"); the term's score is the best of its sources, so a photo where the
+detector saw a dog at 0.9 scores 0.9 for "dog" even if the classifier said "sofa", and
+agreeing sources do not add up past certainty. A photo's score is the product of its term
+scores. Filters on detected boxes: ``objects`` (each class must have a box) and
+``min_count`` (each term must have that many boxes), counting boxes that cover at least
+``min_area`` of the photo; a box filter multiplies the score by its best box's score.
 
 Only word characters reach SQL, and always as bound parameters or quoted FTS strings,
 so quotes, ``*``, ``NOT`` or ``;`` in a query are just characters that match nothing.
@@ -26,7 +35,7 @@ from sqlalchemy import and_, func, literal, select, text
 
 from pipeline import vocabulary
 from pipeline.errors import QueryError
-from pipeline.store import IndexStore, labels, photos
+from pipeline.store import IndexStore, labels, objects, photos
 
 MAX_TERMS = 16
 """More terms than this is not a photo search; refuse rather than build a huge query."""
@@ -90,40 +99,58 @@ def matching_labels(store: IndexStore, term: Term) -> set[str]:
         ).scalars())
 
 
-def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20,
-           min_score: float = DEFAULT_MIN_SCORE) -> list[SearchHit]:
+def _term_score(found: set[str], min_score: float):
+    """photo_id, s: the best source's capped sum of scores over ``found``, if >= min_score."""
+    per_source = (
+        select(labels.c.photo_id, func.min(1.0, func.sum(labels.c.score)).label("s"))
+        .where(labels.c.label.in_(sorted(found)))
+        .group_by(labels.c.photo_id, labels.c.source)
+        .subquery()
+    )
+    return (select(per_source.c.photo_id, func.max(per_source.c.s).label("s"))
+            .group_by(per_source.c.photo_id).having(func.max(per_source.c.s) >= min_score))
+
+
+def _box_filter(found: set[str], min_count: int, min_area: float):
+    """photo_id, s: photos with at least ``min_count`` boxes of ``found`` covering ``min_area``."""
+    return (select(objects.c.photo_id, func.max(objects.c.score).label("s"))
+            .where(objects.c.label.in_(sorted(found)), objects.c.area >= min_area)
+            .group_by(objects.c.photo_id).having(func.count() >= min_count))
+
+
+def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_score: float = DEFAULT_MIN_SCORE,
+           objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0) -> list[SearchHit]:
     """Photos matching every term of ``raw_terms``, best first, at most ``limit``.
 
     A photo whose score for some term is below ``min_score`` does not match that term.
+    ``objects_of``: classes (words, as in a term) the photo must have a detected box of;
+    ``min_count``: boxes each term (and each of ``objects_of``) needs; ``min_area``: the
+    fraction of the photo a box must cover to count. Terms may be empty if ``objects_of``
+    is not.
     """
-    terms = parse_query(raw_terms)
+    terms = parse_query(raw_terms) if raw_terms or not objects_of else []
     include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
     exclude = set().union(*(matching_labels(store, t) for t in terms if t.exclude))
-    if any(not found for _, found in include):
+    boxed = [matching_labels(store, t) for t in parse_query(objects_of)] if objects_of else []
+    if any(not found for _, found in include) or any(not found for found in boxed):
         return []
-    term_scores = [
-        select(labels.c.photo_id, func.min(1.0, func.sum(labels.c.score)).label("s"))
-        .where(labels.c.label.in_(sorted(found)))
-        .group_by(labels.c.photo_id)
-        .having(func.sum(labels.c.score) >= min_score)
-        .subquery(f"t{i}")
-        for i, (_, found) in enumerate(include)
-    ]
+    term_scores = [_term_score(found, min_score).subquery(f"t{i}") for i, (_, found) in enumerate(include)]
+    box_needs = [(found, max(1, min_count)) for found in boxed]
+    if min_count > 0:
+        box_needs += [(found, min_count) for _, found in include]
+    term_scores += [_box_filter(found, n, min_area).subquery(f"b{i}") for i, (found, n) in enumerate(box_needs)]
     score = literal(1.0)
     query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height).where(photos.c.deleted_at.is_(None))
     for sub in term_scores:
         query = query.join(sub, sub.c.photo_id == photos.c.id)
         score = score * sub.c.s
     if exclude:
-        excluded = (
-            select(labels.c.photo_id).where(labels.c.label.in_(sorted(exclude)))
-            .group_by(labels.c.photo_id).having(func.sum(labels.c.score) >= min_score)
-        )
-        query = query.where(photos.c.id.not_in(excluded))
+        excluded = _term_score(exclude, min_score).subquery("excluded")
+        query = query.where(photos.c.id.not_in(select(excluded.c.photo_id)))
     query = query.add_columns(score.label("score")).order_by(score.desc(), photos.c.path).limit(limit)
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
-        wanted = sorted(set().union(*(found for _, found in include)))
+        wanted = sorted(set().union(*(found for _, found in include), *boxed))
         matched: dict[int, list[dict[str, object]]] = {row.id: [] for row in rows}
         if rows:
             for m in conn.execute(

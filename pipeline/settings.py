@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-TASKS = ("classify",)
+TASKS = ("classify", "detect", "segment")
 """Tasks the pipeline knows, in the order they run on each photo."""
 
 
@@ -44,10 +44,26 @@ class IndexSettings:
         "Classifier name (see `photos models list`). Default: efficientnet_lite0 on CPU, "
         "efficientnet_v2_s on GPU.",
     )
+    detector: str | None = _setting(
+        None,
+        "Object detector name. Default: fasterrcnn_mobilenet_v3_large_320_fpn on CPU, "
+        "fasterrcnn_resnet50_fpn_v2 on GPU.",
+    )
+    segmenter: str | None = _setting(
+        None,
+        "Segmentation model name. Default: lraspp_mobilenet_v3_large on CPU, deeplabv3_resnet50 on GPU.",
+    )
+    strict_models: bool = _setting(
+        False, "Stop with an error if any selected task's weights are missing, instead of skipping the task."
+    )
     weights_dir: Path | None = _setting(
         None, "Folder with model weight files, for offline machines. Env: PHOTOS_WEIGHTS_DIR."
     )
     top_k: int = _setting(5, "Labels kept per photo from the classifier.")
+    score_threshold: float = _setting(0.5, "Detected boxes with a lower score are not kept.")
+    mask_size: int = _setting(
+        512, "Longer side, in pixels, of the stored segmentation mask (the photo's aspect ratio)."
+    )
     batch_size: int = _setting(32, "Images per model call.")
     num_actors: int | None = _setting(
         None, "Model actors. Default: one per GPU, or one on a CPU-only machine."
@@ -55,8 +71,10 @@ class IndexSettings:
     actor_cpus: float = _setting(1.0, "CPUs reserved by each model actor (CPU inference threads).")
     decode_batch_size: int = _setting(16, "Photos per decode task.")
     decode_cpus: float = _setting(1.0, "CPUs reserved by each decode task.")
-    image_size: int = _setting(
-        256, "Shorter side, in pixels, that photos are decoded to before the models."
+    image_size: int | None = _setting(
+        None,
+        "Shorter side, in pixels, that photos are decoded to before the models. Default: the "
+        "largest input size of the selected models (256 classify, 320 detect on CPU, 520 segment).",
     )
     max_pixels: int = _setting(
         200_000_000, "Refuse images that declare more pixels than this (decompression bombs)."

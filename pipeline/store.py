@@ -4,7 +4,11 @@ Tables: ``runs`` (one row per `photos index`), ``photos`` (one per indexed file)
 ``labels`` (photo, label, score, source model), ``errors`` (one per file that failed,
 with stage and reason), ``parquet_files`` (the Parquet parts that belong to the index)
 and ``label_fts``, an FTS5 table over the distinct label names that search matches words
-against (porter stemming, so "dogs" finds "dog").
+against (porter stemming, so "dogs" finds "dog"). Detection and segmentation add
+``objects`` (one row per box: label, score, box in original-image pixels, area fraction)
+and ``segments`` (one row per class present in a photo's mask: pixel fraction, mean
+confidence). ``photos.models`` records which model and weights ran each task on the
+photo, which is how a later run knows what to re-run.
 
 The database runs in WAL mode, so `photos search` reads a consistent snapshot while a
 nightly run writes; each batch of results is one transaction (:meth:`IndexStore.commit_batch`).
@@ -104,8 +108,38 @@ parquet_files = Table(
 
 label_names = Table("label_names", metadata, Column("label", Text, primary_key=True))
 
+objects = Table(
+    "objects", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("x1", Float, nullable=False),  # original-image pixels, after EXIF rotation
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Column("area", Float, nullable=False),  # box area / photo area
+    Column("model", Text, nullable=False),
+    Index("ix_objects_label_score", "label", "score"),
+    Index("ix_objects_photo", "photo_id"),
+)
+
+segments = Table(
+    "segments", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("fraction", Float, nullable=False),  # of the photo's pixels
+    Column("score", Float, nullable=False),  # mean confidence over those pixels
+    Column("model", Text, nullable=False),
+    Index("ix_segments_label_fraction", "label", "fraction"),
+    Index("ix_segments_photo", "photo_id"),
+)
+
 LabelRow = tuple[str, str, float, str, str]
 """(photo path, label, score, source task, model name)."""
+ObjectRow = tuple[str, str, float, float, float, float, float, float, str]
+"""(photo path, label, score, x1, y1, x2, y2, area fraction, model name)."""
+SegmentRow = tuple[str, str, float, float, str]
+"""(photo path, label, pixel fraction, mean confidence, model name)."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +260,8 @@ class IndexStore:
     def commit_batch(self, run_id: int, photo_rows: Sequence[dict[str, Any]],
                      label_rows: Sequence[LabelRow], error_rows: Sequence[dict[str, Any]],
                      parquet_name: str | None, rewrites: Sequence[PartRewrite] = (),
-                     superseded: Sequence[str] = ()) -> None:
+                     superseded: Sequence[str] = (), object_rows: Sequence[ObjectRow] = (),
+                     segment_rows: Sequence[SegmentRow] = ()) -> None:
         """Record one batch in one transaction.
 
         ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
@@ -260,6 +295,18 @@ class IndexStore:
                         for path, label, score, source, model in label_rows
                     ])
                     self._add_label_names(conn, {row[1] for row in label_rows})
+                if object_rows:
+                    conn.execute(insert(objects), [
+                        {"photo_id": ids[path], "label": label, "score": score, "x1": x1, "y1": y1,
+                         "x2": x2, "y2": y2, "area": area, "model": model}
+                        for path, label, score, x1, y1, x2, y2, area, model in object_rows
+                    ])
+                if segment_rows:
+                    conn.execute(insert(segments), [
+                        {"photo_id": ids[path], "label": label, "fraction": fraction, "score": score,
+                         "model": model}
+                        for path, label, fraction, score, model in segment_rows
+                    ])
                 conn.execute(insert(parquet_files).values(
                     name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
             if error_rows:
@@ -323,7 +370,22 @@ class IndexStore:
                 ).scalar_one(),
                 "labels": conn.execute(select(func.count()).select_from(labels)).scalar_one(),
                 "errors": conn.execute(select(func.count()).select_from(errors)).scalar_one(),
+                "objects": conn.execute(select(func.count()).select_from(objects)).scalar_one(),
+                "segments": conn.execute(select(func.count()).select_from(segments)).scalar_one(),
             }
+
+    def task_coverage(self) -> dict[str, dict[str, int]]:
+        """task -> {model: photos it ran on}, from each photo's ``models`` record."""
+        query = text(
+            "SELECT t.key, substr(t.value, 1, instr(t.value, '@') - 1), count(*) "
+            "FROM photos, json_each(photos.models) AS t WHERE photos.deleted_at IS NULL GROUP BY 1, 2"
+        )
+        coverage: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for task, model, n in conn.execute(query):
+                coverage.setdefault(task, {})[model] = n
+        return coverage
+
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:

@@ -26,7 +26,7 @@ from models.tasks import TASK_WRAPPERS
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
-from pipeline.store import IndexStore, LabelRow, PartRewrite
+from pipeline.store import IndexStore, LabelRow, ObjectRow, PartRewrite, SegmentRow
 
 _PHOTO_COLUMNS = ("path", "size", "mtime_ns", "width", "height", "fingerprint")
 
@@ -122,7 +122,8 @@ class IndexWriter:
                        "stage": r["error_stage"], "reason": r["error_reason"]} for r in failed]
         photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
         self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
-                                rewrites=rewrites, superseded=sorted(superseded))
+                                rewrites=rewrites, superseded=sorted(superseded),
+                                object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)))
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
@@ -188,3 +189,17 @@ def _label_rows(records: Iterable[dict[str, Any]]) -> Iterable[LabelRow]:
                 continue
             for label, score in wrapper.labels_of(record[wrapper.column]):
                 yield record["path"], label, float(score), task, model
+
+
+def _object_rows(records: Iterable[dict[str, Any]]) -> Iterable[ObjectRow]:
+    for record in records:
+        model = dict(record["models"]).get("detect")
+        for o in record.get("objects") or ():
+            yield record["path"], o["label"], o["score"], o["x1"], o["y1"], o["x2"], o["y2"], o["area"], model
+
+
+def _segment_rows(records: Iterable[dict[str, Any]]) -> Iterable[SegmentRow]:
+    for record in records:
+        model = dict(record["models"]).get("segment")
+        for c in (record.get("segmentation") or {}).get("classes", ()):
+            yield record["path"], c["label"], c["fraction"], c["score"], model

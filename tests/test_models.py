@@ -21,7 +21,11 @@ def test_every_model_pins_its_weights_and_builds(spec):
     assert spec.sha256_prefix and spec.sha256_prefix in spec.file_name
     model = spec.build()
     assert isinstance(model, torch.nn.Module)
-    assert len(spec.categories) == 1000 and spec.categories == imagenet_categories()
+    expected = {"classify": 1000, "detect": 91, "segment": 21}[spec.task]  # ImageNet, COCO slots, VOC
+    assert len(spec.categories) == expected
+    if spec.task == "classify":
+        assert spec.categories == imagenet_categories()
+    assert spec.input_size >= 224  # the decode size derives from it
 
 
 def test_unknown_model_and_wrong_task_are_clear_errors():
@@ -32,6 +36,13 @@ def test_unknown_model_and_wrong_task_are_clear_errors():
 
 
 def test_device_defaults():
+    assert choose_models(["classify", "detect", "segment"], {}, gpu=False) == {
+        "classify": "efficientnet_lite0", "detect": "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "segment": "lraspp_mobilenet_v3_large"}
+    assert choose_models(["detect", "segment"], {}, gpu=True) == {
+        "detect": "fasterrcnn_resnet50_fpn_v2", "segment": "deeplabv3_resnet50"}
+    with pytest.raises(UnknownModelError, match="is a classify model, not a detect model"):
+        choose_models(["detect"], {"detect": "resnet50"}, gpu=False)
     assert choose_models(["classify"], {}, gpu=False) == {"classify": "efficientnet_lite0"}
     assert choose_models(["classify"], {}, gpu=True) == {"classify": "efficientnet_v2_s"}
     assert choose_models(["classify"], {"classify": "resnet50"}, gpu=False) == {"classify": "resnet50"}

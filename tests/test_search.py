@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import imagenet_categories
+from models.registry import all_specs
 from pipeline import vocabulary
 from pipeline.errors import QueryError
 from pipeline.search import parse_query, search
@@ -96,9 +96,10 @@ def test_queries_without_words_are_usage_errors(query):
         parse_query(query)
 
 
-def test_vocabulary_labels_are_real_imagenet_categories():
-    assert vocabulary.all_labels() <= set(imagenet_categories())
-    assert len(vocabulary.expand("dog")) == 118
+def test_vocabulary_labels_are_real_model_categories():
+    assert vocabulary.all_labels() <= set().union(*(spec.categories for spec in all_specs()))
+    assert {"motorcycle", "motorbike"} <= vocabulary.expand("motorbike") and "tvmonitor" in vocabulary.expand("tv")
+    assert len(vocabulary.expand("dog")) == 119  # the 118 breeds and COCO/VOC "dog"
     assert vocabulary.expand("beach") == {"seashore", "sandbar"}
     assert vocabulary.expand("pet") >= vocabulary.expand("dog") | vocabulary.expand("cat")
 
@@ -108,3 +109,18 @@ def test_vocabulary_file_documents_itself():
     assert "words" in data["_doc"] and data["concepts"]["dog"]["words"][0] == "dog"
     included = {name for c in data["concepts"].values() for name in c.get("includes", [])}
     assert included <= set(data["concepts"])
+
+
+def test_a_term_scores_by_its_strongest_source(store):
+    """The detector's "dog" finds a photo the classifier called a sofa; agreeing sources don't add up."""
+    run_id = store.begin_run(["/photos"], {"classify": "test", "detect": "det"})
+    rows = [photo_row(f"/photos/{n}") for n in ("sofa.jpg", "both.jpg")]
+    store.commit_batch(run_id, rows, [
+        ("/photos/sofa.jpg", "studio couch", 0.9, "classify", "test"),
+        ("/photos/sofa.jpg", "dog", 0.8, "detect", "det"),
+        ("/photos/both.jpg", "beagle", 0.6, "classify", "test"),
+        ("/photos/both.jpg", "dog", 0.7, "detect", "det"),
+    ], [], "p3.parquet")
+    scores = {Path(h.path).name: h.score for h in search(store, ["dog"])}
+    assert scores["sofa.jpg"] == pytest.approx(0.8) and scores["both.jpg"] == pytest.approx(0.7)
+    assert list(scores)[:2] == ["lab.jpg", "sofa.jpg"]

@@ -1,0 +1,53 @@
+"""`photos eval`: detection precision/recall and segmentation mean IoU of an index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from jobs.options import index_option, resolve_index_dir
+from pipeline.evaluate import evaluate_index
+from pipeline.store import IndexStore
+
+
+@click.command("eval")
+@click.argument("annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder the annotations' file_name entries are relative to.")
+@index_option
+@click.option("--iou", type=click.FloatRange(0.05, 1), default=0.5, show_default=True,
+              help="IoU a box needs with an annotation of its class to count as found.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate(annotations: Path, images_dir: Path, index_dir: Path | None, iou: float, as_json: bool) -> None:
+    """Score the index's boxes and masks against COCO-style ANNOTATIONS.
+
+    Index the annotated images first (with the weights you want to check), then run
+    this: it reads what the index holds, so it checks the whole path.
+
+    \b
+    Example:
+      photos index coco/val2017 --index /tmp/coco-index --weights-dir ./weights
+      photos eval coco/annotations/instances_val2017.json --images coco/val2017 --index /tmp/coco-index
+    """
+    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
+    try:
+        report = evaluate_index(store, resolve_index_dir(index_dir), annotations, images_dir, iou)
+    finally:
+        store.close()
+    figures = {
+        "images": report.images, "images_in_index": report.images_in_index,
+        "annotations": report.annotations, "boxes": report.boxes, "true_positives": report.true_positives,
+        "precision": round(report.precision, 4), "recall": round(report.recall, 4),
+        "mean_iou": round(report.mean_iou, 4), "class_iou": {k: round(v, 4) for k, v in report.class_iou.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    click.echo(f"{report.images_in_index} of {report.images} annotated images are in the index")
+    click.echo(f"detection @ IoU {iou}: precision {report.precision:.3f}  recall {report.recall:.3f}  "
+               f"({report.true_positives} of {report.boxes} boxes match {report.annotations} annotations)")
+    click.echo(f"segmentation: mean IoU {report.mean_iou:.3f} over {len(report.class_iou)} classes")
+    for label, value in report.class_iou.items():
+        click.echo(f"  {label:<16} {value:.3f}")

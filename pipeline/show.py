@@ -1,0 +1,109 @@
+"""Draw what the index holds about a photo: boxes, labels and the segmentation mask.
+
+Everything drawn comes from the index (the merged Parquet record), never from running a
+model again, so the picture shows exactly what search sees. Boxes are stored in the
+photo's own pixels after EXIF rotation, so they are drawn on the EXIF-rotated photo
+scaled to the picture's size; the mask is scaled up with nearest-neighbour, so class
+edges stay as the model drew them.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+from models.segment import BACKGROUND, decode_mask
+from pipeline import vocabulary
+from pipeline.errors import QueryError
+
+MASK_ALPHA = 110
+"""Opacity (of 255) of the mask overlay: the photo stays readable under it."""
+
+
+def class_color(index: int) -> tuple[int, int, int]:
+    """A distinct, stable colour per class index (golden-ratio hues)."""
+    r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.85, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def open_upright(path: str) -> Image.Image:
+    """The photo as a person sees it (EXIF rotation applied), in RGB."""
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_side: int = 1024) -> Image.Image:
+    """``photo`` (upright) with the record's mask overlay, boxes, labels and a caption bar."""
+    scale = min(1.0, max_side / max(photo.size))
+    size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+    canvas = photo.resize(size, Image.Resampling.LANCZOS).convert("RGBA")
+    segmentation = record.get("segmentation")
+    if segmentation:
+        mask = np.asarray(Image.fromarray(decode_mask(segmentation)).resize(size, Image.Resampling.NEAREST))
+        overlay = np.zeros((*mask.shape, 4), np.uint8)
+        for c in segmentation["classes"]:
+            if c["label"] != BACKGROUND:
+                overlay[mask == c["index"]] = (*class_color(c["index"]), MASK_ALPHA)
+        canvas = Image.alpha_composite(canvas, Image.fromarray(overlay, "RGBA"))
+    draw = ImageDraw.Draw(canvas)
+    sx, sy = size[0] / record["width"], size[1] / record["height"]
+    for i, o in enumerate(record.get("objects") or []):
+        color = class_color(i + 7)
+        box = (o["x1"] * sx, o["y1"] * sy, o["x2"] * sx, o["y2"] * sy)
+        draw.rectangle(box, outline=color, width=2)
+        text = f"{o['label']} {o['score']:.2f}"
+        left, top, right, bottom = draw.textbbox((box[0] + 2, box[1] + 1), text)
+        draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=color)
+        draw.text((box[0] + 2, box[1] + 1), text, fill=(0, 0, 0))
+    return _with_caption(canvas.convert("RGB"), _caption_lines(record, caption))
+
+
+def cutout(record: dict[str, Any], photo: Image.Image, word: str) -> Image.Image:
+    """``photo`` (upright, full size) as RGBA with every pixel not of class ``word`` transparent.
+
+    ``word`` is a segmentation class ("person") or a search word that maps to one ("people").
+    Raises :class:`QueryError` if the photo has no such class in its mask.
+    """
+    segmentation = record.get("segmentation")
+    if not segmentation:
+        raise QueryError("this photo has no segmentation in the index (run `photos index` with segment)")
+    names = {word.lower()} | {n.lower() for n in vocabulary.expand(word)}
+    indices = [c["index"] for c in segmentation["classes"] if c["label"].lower() in names]
+    if not indices:
+        present = ", ".join(c["label"] for c in segmentation["classes"] if c["label"] != BACKGROUND) or "none"
+        raise QueryError(f"no {word!r} in this photo's mask; classes present: {present}")
+    mask = Image.fromarray(np.isin(decode_mask(segmentation), indices).astype(np.uint8) * 255, "L")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(mask.resize(photo.size, Image.Resampling.NEAREST))
+    return rgba
+
+
+def _caption_lines(record: dict[str, Any], caption: str) -> list[str]:
+    models = record.get("models") or {}
+    lines = []
+    if record.get("labels"):
+        lines.append(f"classify ({models.get('classify', '?')}): "
+                     + ", ".join(f"{x['label']} {x['score']:.2f}" for x in record["labels"][:3]))
+    if record.get("objects") is not None:
+        lines.append(f"detect ({models.get('detect', '?')}): {len(record['objects'])} boxes")
+    if record.get("segmentation"):
+        classes = sorted((c for c in record["segmentation"]["classes"] if c["label"] != BACKGROUND),
+                         key=lambda c: -c["fraction"])
+        lines.append(f"segment ({models.get('segment', '?')}): "
+                     + (", ".join(f"{c['label']} {c['fraction']:.0%}" for c in classes[:4]) or "background only"))
+    return lines + ([caption] if caption else [])
+
+
+def _with_caption(image: Image.Image, lines: list[str]) -> Image.Image:
+    if not lines:
+        return image
+    line_height = 14
+    out = Image.new("RGB", (image.width, image.height + line_height * len(lines) + 8), (255, 255, 255))
+    out.paste(image, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((6, image.height + 4 + i * line_height), line, fill=(0, 0, 0))
+    return out
