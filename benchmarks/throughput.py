@@ -1,20 +1,23 @@
 """Benchmark: images/s per stage, end to end, and against a plain baseline, in one run.
 
-    python -m benchmarks.throughput                 # 16 x 12 MP + 16 x 2 MP JPEGs
-    python -m benchmarks.throughput --photos 32     # per size
+    python -m benchmarks.throughput                               # classification
+    python -m benchmarks.throughput --models classify,detect,segment
+    python -m benchmarks.throughput --photos 32                   # photos per size
 
 Photos are made from the real evaluation photos, upscaled to 4000x3000 (12 MP) and
 1600x1200 (2 MP) and saved as JPEG (quality 90), so decoding costs what a camera's
-files cost. Every figure comes from this one process on this machine, so the ratios
-hold even where absolute speeds drift. Prints:
+files cost. Models are the CPU defaults; one whose weights are not on this machine runs
+with random weights (``models/untrained.py``), which cost the same per image, and is
+marked so. Every figure comes from this one process, so ratios hold where absolute
+speeds drift. Prints:
 
 - decode alone, with and without JPEG draft (one core);
-- each model alone on pre-decoded images, at several batch sizes, with inference_mode
-  and channels_last variants;
-- the plain baseline: per image, a full PIL decode, one model call, one SQLite insert
-  (and commit) per label row;
-- the full pipeline (`index_library` on local Ray), end to end and in steady state;
-- committing results one photo per transaction vs in batches;
+- each model alone and all of them back to back on pre-decoded images, by batch size;
+  forward-pass variants (autograd, no_grad, inference_mode, channels_last);
+- the plain baseline: per image, a full PIL decode, one call of each model, one SQLite
+  insert and commit per result row;
+- the full pipeline (`index_library` on local Ray, started beforehand), end to end;
+- committing results one photo per transaction vs in batches of 500;
 - peak RSS of the driver and of each Ray worker process.
 """
 
@@ -30,19 +33,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 from PIL import Image
 
-from models.registry import choose_models, get_spec
+from models.registry import ModelSpec, default_model, get_spec
 from models.tasks import TASK_WRAPPERS, TaskOptions
-from models.weights import load_state_dict
+from models.untrained import save_untrained
+from models.weights import load_state_dict, locate_weights
 from pipeline.decode import decode_photo
+from pipeline.inference import ModelPlan, working_size
 from pipeline.indexer import index_library
 from pipeline.settings import IndexSettings
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval" / "imagenet-samples"
 SIZES = {"12MP": (4000, 3000), "2MP": (1600, 1200)}
-IMAGE_SIZE = IndexSettings.image_size
 MAX_PIXELS = IndexSettings.max_pixels
 
 
@@ -50,11 +55,10 @@ def make_photos(folder: Path, per_size: int) -> dict[str, list[Path]]:
     sources = sorted(EVAL_DIR.iterdir())[:: max(1, 1000 // per_size)][:per_size]
     made: dict[str, list[Path]] = {}
     for label, size in SIZES.items():
-        out = folder / label
-        out.mkdir(parents=True)
+        (folder / label).mkdir(parents=True)
         made[label] = []
         for src in sources:
-            path = out / f"{src.stem}.jpg"
+            path = folder / label / f"{src.stem}.jpg"
             Image.open(src).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(path, quality=90)
             made[label].append(path)
     return made
@@ -70,13 +74,13 @@ def rate(n: int, fn: Callable[[], object], repeat: int = 1) -> float:
     return n / best
 
 
-def full_decode(path: Path) -> np.ndarray:
+def full_decode(path: Path, image_size: int) -> np.ndarray:
     """What a plain loop does: decode every pixel, then resize."""
     with Image.open(path) as im:
         rgb = im.convert("RGB")
     w, h = rgb.size
-    scale = IMAGE_SIZE / min(w, h)
-    return np.asarray(rgb.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
+    scale = image_size / min(w, h)
+    return np.array(rgb.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR))
 
 
 class PeakRss:
@@ -98,18 +102,25 @@ class PeakRss:
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
             for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
                 try:
                     name = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
-                    if not name.startswith("ray::"):
+                    if not name.startswith("ray::MapWorker") and not name.startswith("ray::MapBatches"):
                         continue
                     rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
                                if line.startswith("VmRSS:"))
                 except (OSError, StopIteration, UnicodeDecodeError):
                     continue
-                key = name.split("(")[0].split("[")[0].strip()
+                key = name.split("(")[0].strip()
                 self.peaks[key] = max(self.peaks.get(key, 0), rss)
+
+
+def pick_specs(tasks: tuple[str, ...], folder: Path) -> dict[str, ModelSpec]:
+    """The CPU default per task; random weights (saved in ``folder``) where none are here."""
+    specs = {}
+    for task in tasks:
+        spec = get_spec(default_model(task, gpu=False))
+        specs[task] = spec if locate_weights(spec, None) else save_untrained(spec.name, folder)
+    return specs
 
 
 def main() -> None:
@@ -119,95 +130,108 @@ def main() -> None:
     parser.add_argument("--models", default="classify", help="tasks, comma-separated")
     args = parser.parse_args()
     tasks = tuple(args.models.split(","))
-    threads = torch.get_num_threads()
-    print(f"torch threads {threads}, tasks {','.join(tasks)}, batch size {args.batch_size}")
 
     with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights"
+        specs = pick_specs(tasks, weights)
+        size = working_size([ModelPlan(t, s) for t, s in specs.items()], None)
         photos = make_photos(Path(tmp) / "library", args.photos)
         every = [p for paths in photos.values() for p in paths]
         n = len(every)
-        print(f"\n{n} photos ({args.photos} x 12 MP, {args.photos} x 2 MP)\n")
+        print(f"{n} photos ({args.photos} x 12 MP, {args.photos} x 2 MP), decoded to {size} px; "
+              f"torch threads {torch.get_num_threads()}, batch {args.batch_size}")
+        for task, spec in specs.items():
+            print(f"  {task:<9} {spec.name:<38} {spec.weights_name}")
 
-        print("decode alone, one core                     img/s")
+        print("\ndecode alone, one core                          img/s")
         for label, paths in photos.items():
-            draft = rate(len(paths), lambda: [decode_photo(str(p), IMAGE_SIZE, MAX_PIXELS) for p in paths])
-            full = rate(len(paths), lambda: [full_decode(p) for p in paths])
-            print(f"  {label:<5} full decode + resize            {full:8.1f}")
-            print(f"  {label:<5} with JPEG draft (the pipeline)  {draft:8.1f}   x{draft / full:.1f}")
-        decode_rate = rate(n, lambda: [decode_photo(str(p), IMAGE_SIZE, MAX_PIXELS) for p in every])
+            draft = rate(len(paths), lambda: [decode_photo(str(p), size, MAX_PIXELS) for p in paths])
+            full = rate(len(paths), lambda: [full_decode(p, size) for p in paths])
+            print(f"  {label:<5} full decode + resize                 {full:8.1f}")
+            print(f"  {label:<5} with JPEG draft (what the pipeline does) {draft:6.1f}   x{draft / full:.1f}")
+        decoded = [decode_photo(str(p), size, MAX_PIXELS) for p in every]
+        images, sizes = [d.pixels for d in decoded], [(d.width, d.height) for d in decoded]
 
-        images = [decode_photo(str(p), IMAGE_SIZE, MAX_PIXELS).pixels for p in every]
-        names = choose_models(tasks, {}, gpu=torch.cuda.is_available())
         wrappers = []
-        print("\nmodel alone on pre-decoded images          img/s")
-        for task, name in names.items():
-            spec = get_spec(name)
-            wrapper = TASK_WRAPPERS[task](spec, load_state_dict(spec, None, offline=False), "cpu", TaskOptions())
+        print("\nmodel alone on pre-decoded images               img/s")
+        for task, spec in specs.items():
+            wrapper = TASK_WRAPPERS[task](spec, load_state_dict(spec, weights, offline=True), "cpu", TaskOptions())
             wrapper.load()
-            wrapper.predict(images[:2])  # warm-up
+            wrapper.predict(images[:2], sizes[:2])  # warm-up
             for bs in sorted({1, 8, args.batch_size}):
-                r = rate(n, lambda: [wrapper.predict(images[i:i + bs]) for i in range(0, n, bs)])
-                print(f"  {name:<28} batch {bs:>3}        {r:8.1f}")
+                r = rate(n, lambda: [wrapper.predict(images[i:i + bs], sizes[i:i + bs]) for i in range(0, n, bs)])
+                print(f"  {spec.name:<38} batch {bs:>3}  {r:8.1f}")
             wrappers.append(wrapper)
-        models_rate = rate(n, lambda: [w.predict(images[i:i + args.batch_size])
-                                       for w in wrappers for i in range(0, n, args.batch_size)])
-        print(f"  all selected models back to back, batch {args.batch_size}  {models_rate:8.1f}")
-        _variants(wrappers[0], images, args.batch_size)
+        bs = args.batch_size
+        models_rate = rate(n, lambda: [w.predict(images[i:i + bs], sizes[i:i + bs])
+                                       for w in wrappers for i in range(0, n, bs)])
+        print(f"  all models back to back, batch {bs:<3}             {models_rate:8.1f}")
+        _variants(wrappers[0], images, bs)
 
-        print("\nplain baseline: full decode, one model call and one SQLite commit per row")
-        base_rate = _baseline(wrappers, every[: max(8, n // 2)], Path(tmp) / "baseline.sqlite")
+        print("\nplain baseline: full decode, one call per model, one SQLite commit per row")
+        base_rate = _baseline(wrappers, every[: max(8, n // 4)], size, Path(tmp) / "baseline.sqlite")
         print(f"  {base_rate:8.1f} img/s")
 
-        print("\nfull pipeline: photos index on local Ray (2 CPUs)")
+        print("\nfull pipeline: index_library on local Ray (2 CPUs, Ray already started)")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         with PeakRss() as peaks:
-            end_to_end, steady = _pipeline(Path(tmp) / "library", Path(tmp) / "index", tasks, args.batch_size)
-        driver_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"  end to end (Ray start, model load, scan, commit) {end_to_end:8.1f} img/s")
-        print(f"  steady state (first result to last)              {steady:8.1f} img/s")
+            settings = IndexSettings(roots=(str(Path(tmp) / "library"),), index_dir=Path(tmp) / "index",
+                                     tasks=tasks, batch_size=bs, weights_dir=weights)
+            start = time.perf_counter()
+            summary = index_library(settings, specs=specs)
+            pipeline_rate = summary.indexed / (time.perf_counter() - start)
+        assert summary.indexed == n, summary
+        print(f"  end to end (actors and models start, scan, decode, infer, commit) {pipeline_rate:8.1f} img/s")
+        _commit_batching(Path(tmp) / "index")
+        ray.shutdown()
 
         print("\nratios")
-        print(f"  pipeline / model-only      {steady / models_rate:5.2f}   (steady state)")
-        print(f"  pipeline / plain baseline  {steady / base_rate:5.2f}   (end to end: {end_to_end / base_rate:.2f})")
-        print(f"  decode alone, one core     {decode_rate:8.1f} img/s: the CPU pipeline's bound per decode core")
+        print(f"  pipeline / models back to back on pre-decoded images  {pipeline_rate / models_rate:5.2f}")
+        print(f"  pipeline / plain baseline                             {pipeline_rate / base_rate:5.2f}")
 
         print("\npeak RSS")
-        print(f"  driver (this process, incl. the in-process model runs above) {driver_mb:8.0f} MB")
+        driver_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  driver (this process, incl. the in-process model runs above) {driver_mb:6.0f} MB")
         for name, kb in sorted(peaks.peaks.items()):
-            print(f"  {name:<60} {kb / 1024:8.0f} MB")
+            print(f"  {name:<60} {kb / 1024:6.0f} MB")
 
 
 def _variants(wrapper, images: list[np.ndarray], batch_size: int) -> None:
-    """inference_mode vs no_grad, and channels_last, on the first model."""
+    """Forward pass only, on the first model: autograd, no_grad, inference_mode, channels_last."""
     batch = torch.stack([wrapper.preprocess(wrapper.to_tensor(im)) for im in images[:batch_size]])
     model = wrapper.model
 
-    def forward(ctx, x):
-        with ctx():
+    def forward(context, x) -> None:
+        with context():
             model(x)
 
-    grad = rate(len(batch), lambda: forward(torch.enable_grad, batch), repeat=3)
-    no_grad = rate(len(batch), lambda: forward(torch.no_grad, batch), repeat=3)
-    inference = rate(len(batch), lambda: forward(torch.inference_mode, batch), repeat=3)
+    results = {
+        "autograd": rate(len(batch), lambda: forward(torch.enable_grad, batch), repeat=3),
+        "no_grad": rate(len(batch), lambda: forward(torch.no_grad, batch), repeat=3),
+        "inference_mode": rate(len(batch), lambda: forward(torch.inference_mode, batch), repeat=3),
+    }
     model.to(memory_format=torch.channels_last)
-    channels_last = rate(len(batch), lambda: forward(torch.inference_mode, batch.contiguous(
-        memory_format=torch.channels_last)), repeat=3)
+    last = batch.contiguous(memory_format=torch.channels_last)
+    results["inference_mode + channels_last"] = rate(len(batch), lambda: forward(torch.inference_mode, last), repeat=3)
     model.to(memory_format=torch.contiguous_format)
-    print(f"  {wrapper.spec.name} forward only, batch {len(batch)}: autograd on {grad:.1f}, no_grad {no_grad:.1f}, "
-          f"inference_mode {inference:.1f}, + channels_last {channels_last:.1f} img/s")
+    print(f"  {wrapper.spec.name} forward only, batch {len(batch)}: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in results.items()) + " img/s")
 
 
-def _baseline(wrappers, paths: list[Path], db_path: Path) -> float:
+def _baseline(wrappers, paths: list[Path], size: int, db_path: Path) -> float:
     db = sqlite3.connect(db_path)
-    db.execute("CREATE TABLE labels (path TEXT, label TEXT, score REAL)")
+    db.execute("CREATE TABLE results (path TEXT, label TEXT, score REAL)")
 
     def loop() -> None:
         for path in paths:
-            pixels = full_decode(path)
+            pixels = full_decode(path, size)
+            with Image.open(path) as im:
+                original = im.size
             for wrapper in wrappers:
                 with torch.no_grad():
-                    record = wrapper.predict([pixels])[0]
+                    record = wrapper.predict([pixels], [original])[0]
                 for label, score in wrapper.labels_of(record):
-                    db.execute("INSERT INTO labels VALUES (?, ?, ?)", (str(path), label, score))
+                    db.execute("INSERT INTO results VALUES (?, ?, ?)", (str(path), label, score))
                     db.commit()
 
     result = rate(len(paths), loop)
@@ -215,23 +239,24 @@ def _baseline(wrappers, paths: list[Path], db_path: Path) -> float:
     return result
 
 
-def _pipeline(library: Path, index: Path, tasks: tuple[str, ...], batch_size: int) -> tuple[float, float]:
-    marks: list[tuple[float, int]] = []
+def _commit_batching(index: Path) -> None:
+    """Re-commit the pipeline's real results: one photo per transaction vs 500."""
+    from pipeline.parquet_sink import parquet_dir, read_part
+    from pipeline.store import IndexStore
 
-    class Clock:
-        def planned(self, plan, models) -> None:
-            marks.append((time.perf_counter(), 0))
-
-        def advanced(self, photos: int) -> None:
-            marks.append((time.perf_counter(), marks[-1][1] + photos))
-
-    start = time.perf_counter()
-    summary = index_library(IndexSettings(roots=(str(library),), index_dir=index, tasks=tasks,
-                                          batch_size=batch_size, ray_num_cpus=2), progress=Clock())
-    total = time.perf_counter() - start
-    (t_first, n_first), (t_last, n_last) = marks[1], marks[-1]
-    steady = (n_last - n_first) / (t_last - t_first) if t_last > t_first else float("nan")
-    return summary.indexed / total, steady
+    parts = sorted(parquet_dir(index).glob("*.parquet"))
+    rows = [r for p in parts for r in read_part(parquet_dir(index), p.name).to_pylist()]
+    photo_rows = [{**{k: r[k] for k in ("size", "mtime_ns", "width", "height", "fingerprint")},
+                   "path": f"{r['path']}#{i}", "models": "{}"} for i in range(20) for r in rows]
+    for per_commit in (1, 500):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = IndexStore.open(Path(tmp))
+            run_id = store.begin_run([], {})
+            r = rate(len(photo_rows), lambda: [
+                store.commit_batch(run_id, photo_rows[i:i + per_commit], [], [], f"p{i}.parquet")
+                for i in range(0, len(photo_rows), per_commit)])
+            store.close()
+        print(f"  SQLite commits, {per_commit:>3} photo(s) per transaction: {r:10.0f} photos/s")
 
 
 if __name__ == "__main__":
