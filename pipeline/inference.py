@@ -22,6 +22,7 @@ from models.base import ModelWrapper
 from models.registry import ModelSpec
 from models.tasks import TASK_WRAPPERS, TaskOptions
 from models.weights import load_state_dict
+from pipeline.records import ScannedFile
 
 BASE_FIELDS = [
     pa.field("path", pa.string(), nullable=False),
@@ -93,6 +94,21 @@ class InferenceStage:
             "error_reason": reasons,
             **columns,
         }, schema=RESULT_SCHEMA)
+
+
+def failed_rows(files: Sequence[ScannedFile], stage: str, reason: str) -> pa.Table:
+    """Result rows recording that ``files`` failed at ``stage`` for ``reason``."""
+    n = len(files)
+    return pa.table({
+        "path": [f.path for f in files],
+        "size": pa.array([f.size for f in files], pa.int64()),
+        "mtime_ns": pa.array([f.mtime_ns for f in files], pa.int64()),
+        "width": pa.array([0] * n, pa.int32()),
+        "height": pa.array([0] * n, pa.int32()),
+        "error_stage": [stage] * n,
+        "error_reason": [reason] * n,
+        **{w.column: pa.nulls(n, w.arrow_type) for w in TASK_WRAPPERS.values()},
+    }, schema=RESULT_SCHEMA)
 
 
 @dataclass(frozen=True)
