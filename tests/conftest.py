@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -16,9 +17,19 @@ EVAL_DIR = ROOT.parent / "shared" / "eval" / "imagenet-samples"
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray on 2 CPUs; the pipeline joins it instead of starting its own."""
+    """A real local Ray on 2 CPUs; the pipeline joins it instead of starting its own.
+
+    Every worker registers ``tests/crashing_decoder.py``'s Pillow plugin, so a test can
+    make a decode task's worker die for real on one file (nothing else matches its magic).
+    """
+    runtime_env: dict[str, object] = {"worker_process_setup_hook": "tests.crashing_decoder.register"}
+    python_path = os.environ.get("PYTHONPATH", "")
+    if str(ROOT) not in python_path.split(os.pathsep):
+        # Workers run the hook before they see the driver's sys.path; env_vars makes
+        # ``tests`` importable there, at some cost in worker start-up, so only when needed.
+        runtime_env["env_vars"] = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), python_path) if p)}
     ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     yield
     ray.shutdown()
 
