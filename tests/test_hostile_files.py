@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import sqlite3
 import tempfile
@@ -26,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from jobs.cli import cli
 from pipeline.decode import decode_batch
@@ -34,11 +32,11 @@ from pipeline.pathnames import os_path
 from pipeline.records import ScannedFile
 from pipeline.scan import scan_library
 from tests import hostile_corpus
+from tests.conftest import as_unprivileged
 from tests.hostile_corpus import Case
 
 pytestmark = pytest.mark.slow  # two decoder crashes cost about 4 s each on 2 CPUs
 DOC = Path(__file__).resolve().parents[1] / "docs" / "hostile-files.md"
-NOBODY = 65534
 
 
 def run_cli(*args: str):
@@ -112,35 +110,6 @@ def _matches(case: Case, outcome: str) -> bool:
     return outcome == "no row"
 
 
-def _as_unprivileged(work: Callable[[], object]) -> object:
-    """``work()`` in a forked child running as uid/gid 65534, so permissions apply to it.
-
-    Root reads a chmod 000 file anyway (CAP_DAC_OVERRIDE), so a real permission failure
-    needs a process without it; everything the child needs is imported before the fork.
-    """
-    if os.geteuid() != 0:
-        return work()
-    Image.init()  # load every Pillow plugin now: the child cannot read the venv under /root
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            payload = pickle.dumps(work())
-            with os.fdopen(write_end, "wb") as out:
-                out.write(payload)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as inp:
-        payload = inp.read()
-    os.waitpid(pid, 0)
-    return pickle.loads(payload)
-
-
 @pytest.fixture(scope="module")
 def unprivileged_run():
     """Scan and decode (the library's own stage functions, no Ray) as an ordinary user."""
@@ -165,11 +134,9 @@ def unprivileged_run():
                 photos[str(path)] = (int(width), int(height))
         return photos, errors
 
-    photos, errors = _as_unprivileged(scan_and_decode)
+    photos, errors = as_unprivileged(scan_and_decode)
     yield root, cases, photos, errors
-    for folder in (root / "locked-folder",):
-        folder.chmod(0o755)
-    shutil.rmtree(base)
+    shutil.rmtree(base)  # root removes the chmod 000 folder too
 
 
 def test_the_corpus_has_at_least_20_kinds_of_bad_or_odd_file(corpus_run):
