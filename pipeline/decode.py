@@ -8,6 +8,10 @@ side is about ``image_size`` pixels, and every model resizes from there. Why eac
 - EXIF orientation is applied so that boxes and masks are in the photo as a person sees it.
 - Every mode (CMYK, palette, alpha, 16-bit, greyscale) ends as 8-bit RGB.
 - The declared pixel count is checked before any pixel is decoded (decompression bombs).
+- A file whose size or modification time differs from the scan's (still being written,
+  replaced, edited) is refused rather than indexed half-written; the error row keeps the
+  scan's size and time, so the next run sees the change and tries the file again.
+- Only regular files are opened: a pipe swapped in after the scan would block forever.
 
 A file that cannot be decoded raises :class:`DecodeError` with a reason a person can act
 on; :func:`decode_batch` turns it into an error row so the run goes on.
@@ -16,6 +20,7 @@ on; :func:`decode_batch` turns it into an error row so the run goes on.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -24,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
 from pipeline.fingerprint import fingerprint
+from pipeline.pathnames import os_path
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -37,6 +43,10 @@ _TRANSPOSE = {
 _ORIENTATION_TAG = 0x0112
 MAX_ASPECT = 4
 """The working image's longer side is at most this many times ``image_size`` (panoramas)."""
+CHANGED_SINCE_SCAN = (
+    "file changed while the run was reading it (still being copied or written?); "
+    "it will be indexed by the next run"
+)
 
 
 @dataclass(frozen=True)
@@ -48,22 +58,22 @@ class DecodedPhoto:
     height: int
 
 
-def decode_photo(path: str, image_size: int, max_pixels: int) -> DecodedPhoto:
+def decode_photo(path: str, image_size: int, max_pixels: int,
+                 scanned: tuple[int, int] | None = None) -> DecodedPhoto:
     """Decode ``path`` to RGB with its shorter side at most ``image_size`` pixels.
 
-    Raises :class:`DecodeError` with a human-readable reason for anything that is not
-    a readable image.
+    ``scanned`` is the (size, mtime_ns) the scan saw; a file that no longer has them
+    before or after decoding is refused. Raises :class:`DecodeError` with a
+    human-readable reason for anything that is not a readable, settled image.
     """
     try:
-        return _decode(path, image_size, max_pixels)
+        return _decode(path, image_size, max_pixels, scanned)
     except DecodeError:
         raise
     except FileNotFoundError as exc:
         raise DecodeError("file disappeared before it could be read") from exc
     except PermissionError as exc:
         raise DecodeError("permission denied: cannot read the file") from exc
-    except IsADirectoryError as exc:
-        raise DecodeError("is a folder, not a file") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError(f"not a recognised image format ({_describe_content(path)})") from exc
     except Image.DecompressionBombError as exc:
@@ -76,8 +86,15 @@ def decode_photo(path: str, image_size: int, max_pixels: int) -> DecodedPhoto:
         raise DecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from exc
 
 
-def _decode(path: str, image_size: int, max_pixels: int) -> DecodedPhoto:
-    if os.path.getsize(path) == 0:
+def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int] | None) -> DecodedPhoto:
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise DecodeError("is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DecodeError("not a regular file (a pipe, socket or device); skipped")
+    if scanned is not None and (info.st_size, info.st_mtime_ns) != scanned:
+        raise DecodeError(CHANGED_SINCE_SCAN)
+    if info.st_size == 0:
         raise DecodeError("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -95,11 +112,18 @@ def _decode(path: str, image_size: int, max_pixels: int) -> DecodedPhoto:
                 im.draft("RGB", (image_size, image_size))
             im.load()
             working = _resize(_to_rgb(im), image_size)
+    if scanned is not None and _identity(path) != scanned:
+        raise DecodeError(CHANGED_SINCE_SCAN)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if orientation in _TRANSPOSE:
         working = working.transpose(_TRANSPOSE[orientation])
     return DecodedPhoto(np.array(working, dtype=np.uint8), width, height)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
 
 
 def _orientation(im: Image.Image) -> int:
@@ -153,9 +177,11 @@ def _describe_content(path: str) -> str:
 def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int) -> dict[str, np.ndarray]:
     """Ray Data stage: decode every ``path`` of the batch; failures become error rows.
 
-    Adds ``image`` (H x W x 3 uint8, a 0x0x3 array for failures), ``width``, ``height``,
-    ``fingerprint`` (see ``pipeline/fingerprint.py``), ``error_stage`` and
-    ``error_reason`` ("" when the photo decoded). Other columns pass through.
+    ``path`` holds index text (:mod:`pipeline.pathnames`); ``size`` and ``mtime_ns`` are
+    what the scan saw, checked again here. Adds ``image`` (H x W x 3 uint8, a 0x0x3 array
+    for failures), ``width``, ``height``, ``fingerprint`` (see ``pipeline/fingerprint.py``),
+    ``error_stage`` and ``error_reason`` ("" when the photo decoded). Other columns pass
+    through.
     """
     n = len(batch["path"])
     images = np.empty(n, dtype=object)
@@ -165,9 +191,10 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int)
     stage = np.full(n, "", dtype=object)
     reason = np.full(n, "", dtype=object)
     for i, path in enumerate(batch["path"]):
+        scanned = (int(batch["size"][i]), int(batch["mtime_ns"][i]))
         try:
-            photo = decode_photo(str(path), image_size, max_pixels)
-            prints[i] = fingerprint(str(path))
+            photo = decode_photo(os_path(str(path)), image_size, max_pixels, scanned)
+            prints[i] = fingerprint(os_path(str(path)))
         except DecodeError as exc:
             images[i] = np.zeros((0, 0, 3), dtype=np.uint8)
             stage[i], reason[i] = exc.stage, exc.reason

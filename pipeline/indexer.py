@@ -22,6 +22,7 @@ from pipeline.inference import ModelPlan
 from pipeline.job import RaySession, local_gpu_count, run_pipeline
 from pipeline.lock import index_lock
 from pipeline.parquet_sink import parquet_dir, remove_orphan_parts
+from pipeline.pathnames import os_path, path_text
 from pipeline.plan import RunPlan, plan_run
 from pipeline.scan import check_roots, scan_library
 from pipeline.settings import IndexSettings
@@ -121,6 +122,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     """
     progress = progress or _Silent()
     roots = [str(r) for r in check_roots(settings.roots)]
+    root_texts = [path_text(r) for r in roots]  # how the index spells paths under them
     for name in _overrides(settings).values():
         if name:
             get_spec(name)  # an unknown name fails before any scanning
@@ -139,12 +141,12 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             keys = {task: ModelKey(spec.name, spec.file_name) for task, spec in chosen.items()}
             plan = plan_run(
                 scan_library(roots), store.known_photos(), store.known_errors(),
-                {task: str(key) for task, key in keys.items()}, roots,
-                retry_errors=settings.retry_errors, fingerprint_of=fingerprint,
+                {task: str(key) for task, key in keys.items()}, root_texts,
+                retry_errors=settings.retry_errors, fingerprint_of=lambda text: fingerprint(os_path(text)),
             )
             progress.planned(plan, models)
             progress.skipped(skipped)
-            run_id = store.begin_run(roots, models)
+            run_id = store.begin_run(root_texts, models)
             summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
                                  new=plan.new, changed=plan.changed + plan.rerun, skipped_tasks=skipped)
             writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, keys, settings.commit_rows)

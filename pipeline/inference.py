@@ -22,6 +22,7 @@ from models.base import ModelWrapper
 from models.registry import ModelSpec
 from models.tasks import TASK_WRAPPERS, TaskOptions
 from models.weights import load_state_dict
+from pipeline.plan import WorkItem
 
 BASE_FIELDS = [
     pa.field("path", pa.string(), nullable=False),
@@ -108,6 +109,24 @@ class InferenceStage:
             "error_reason": reasons,
             **columns,
         }, schema=RESULT_SCHEMA)
+
+
+def failed_rows(work: Sequence[WorkItem], stage: str, reason: str) -> pa.Table:
+    """Result rows recording that ``work`` failed at ``stage`` for ``reason``."""
+    n = len(work)
+    return pa.table({
+        "path": [w.file.path for w in work],
+        "size": pa.array([w.file.size for w in work], pa.int64()),
+        "mtime_ns": pa.array([w.file.mtime_ns for w in work], pa.int64()),
+        "width": pa.array([0] * n, pa.int32()),
+        "height": pa.array([0] * n, pa.int32()),
+        "fingerprint": [""] * n,
+        "tasks": [",".join(w.tasks) for w in work],
+        "previous_path": [w.previous_path for w in work],
+        "error_stage": [stage] * n,
+        "error_reason": [reason] * n,
+        **{w.column: pa.nulls(n, w.arrow_type) for w in TASK_WRAPPERS.values()},
+    }, schema=RESULT_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class ScannedFile:
     """A candidate photo found by the scan: identity for incremental runs is (path, size, mtime)."""
 
-    path: str
+    path: str  # index text: see pipeline/pathnames.py
     size: int
     mtime_ns: int
 
@@ -18,6 +18,6 @@ class ScannedFile:
 class FileError:
     """A file that could not be indexed, and why; stored as an error row, never raised."""
 
-    path: str
+    path: str  # index text: see pipeline/pathnames.py
     stage: str
     reason: str

@@ -7,11 +7,15 @@ for real at decode time, so a text file named ``.png`` becomes an error row ther
 
 The walk never lists a folder twice (symlink cycles end), skips hidden
 files and folders (``.thumbnails``, macOS ``._IMG_0001.JPG`` resource forks), and
-reports folders it cannot read as :class:`FileError` rows instead of stopping.
+reports folders it cannot read, broken or looping links and image-named pipes, sockets
+and devices as :class:`FileError` rows instead of stopping (or hanging on a read).
+Paths leave the scan as index text (:mod:`pipeline.pathnames`), so a file name that is
+not UTF-8 travels through Ray, Arrow and SQLite like any other.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ScanError
+from pipeline.pathnames import path_text
 from pipeline.records import FileError, ScannedFile
 
 IMAGE_EXTENSIONS = frozenset(
@@ -39,10 +44,16 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
 
 
 def looks_like_image(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts with the signature of a supported image format."""
+    """True when the file starts with the signature of a supported image format.
+
+    Opened non-blocking, so a file swapped for a named pipe after its stat cannot hang us.
+    """
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            head = os.read(fd, 16)
+        finally:
+            os.close(fd)
     except OSError:
         return False
     return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
@@ -105,29 +116,50 @@ def _list_folder(folder: str) -> _Listing:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        listing.items.append(FileError(folder, "scan", f"cannot list folder: {exc.strerror}"))
+        listing.items.append(FileError(path_text(folder), "scan", f"cannot list folder: {exc.strerror}"))
         return listing
     for entry in entries:
         if entry.name.startswith("."):
             continue
+        suffix = os.path.splitext(entry.name)[1].lower()
+        candidate = suffix in IMAGE_EXTENSIONS or suffix == ""
         try:
-            if entry.is_dir():  # follows symlinks
+            if entry.is_dir():  # follows symlinks: a folder named x.jpg is walked, not decoded
                 st = entry.stat()
                 listing.subfolders.append((entry.path, (st.st_dev, st.st_ino)))
                 continue
-            if not _is_candidate(entry):
+            if not candidate:
                 continue
             info = entry.stat()  # follows symlinks
         except OSError as exc:
-            listing.items.append(FileError(entry.path, "scan", f"cannot stat file: {exc.strerror}"))
+            if candidate:
+                listing.items.append(FileError(path_text(entry.path), "scan", _stat_failure(entry, exc)))
             continue
-        if stat.S_ISREG(info.st_mode):
-            listing.items.append(ScannedFile(entry.path, info.st_size, info.st_mtime_ns))
+        if not stat.S_ISREG(info.st_mode):
+            # Never opened: reading a named pipe or /dev/zero would stall the run.
+            if suffix:
+                listing.items.append(FileError(path_text(entry.path), "scan",
+                                               f"not a regular file but {_file_kind(info.st_mode)}; skipped"))
+            continue
+        if suffix == "" and not looks_like_image(entry.path):
+            continue
+        listing.items.append(ScannedFile(path_text(entry.path), info.st_size, info.st_mtime_ns))
     return listing
 
 
-def _is_candidate(entry: os.DirEntry[str]) -> bool:
-    suffix = os.path.splitext(entry.name)[1].lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return True
-    return suffix == "" and looks_like_image(entry.path)
+def _stat_failure(entry: os.DirEntry[str], exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"symbolic link loop: the link leads back to itself ({exc.strerror})"
+    if exc.errno == errno.ENOENT and entry.is_symlink():
+        return f"broken symbolic link: its target does not exist ({exc.strerror})"
+    return f"cannot stat file: {exc.strerror}"
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"

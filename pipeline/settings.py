@@ -71,6 +71,11 @@ class IndexSettings:
     actor_cpus: float = _setting(1.0, "CPUs reserved by each model actor (CPU inference threads).")
     decode_batch_size: int = _setting(16, "Photos per decode task.")
     decode_cpus: float = _setting(1.0, "CPUs reserved by each decode task.")
+    task_retries: int = _setting(
+        1,
+        "Times Ray retries a decode task or model call whose worker died (a decoder crash, "
+        "out of memory) before its photos are tried one by one, and then recorded as errors.",
+    )
     image_size: int | None = _setting(
         None,
         "Shorter side, in pixels, that photos are decoded to before the models. Default: the "

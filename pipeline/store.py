@@ -16,6 +16,7 @@ nightly run writes; each batch of results is one transaction (:meth:`IndexStore.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Column, Engine, Float, ForeignKey, Index, Integer, MetaData, Table, Text, create_engine,
     delete, event, func, insert, select, text, update,
 )
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from pipeline.errors import IndexStoreError
@@ -184,6 +186,7 @@ class IndexStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(f"sqlite:///{path}")
             event.listen(engine, "connect", _on_connect)
+            event.listen(engine, "handle_error", functools.partial(_on_corruption, path))
             store = cls(engine, path)
             if create:
                 store._create_schema()
@@ -202,7 +205,8 @@ class IndexStore:
                 )
             metadata.create_all(conn)
             conn.execute(text(_FTS_DDL))
-            conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+            if version != SCHEMA_VERSION:  # an existing index is not written just by opening it
+                conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -392,6 +396,14 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
     """Slices small enough for SQLite's limit on bound parameters."""
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _on_corruption(path: Path, context: ExceptionContext) -> None:
+    """A damaged page surfaces at whichever query reads it, long after :meth:`IndexStore.open`:
+    translate it there too, so every command says the same thing instead of a traceback."""
+    message = str(context.original_exception)
+    if "malformed" in message or "not a database" in message:
+        raise IndexStoreError(f"cannot read the index database {path}: {_reason(context.original_exception)}")
 
 
 def _reason(exc: Exception) -> str:

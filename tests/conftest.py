@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +15,25 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_DIR = ROOT.parent / "shared" / "eval" / "imagenet-samples"
+NOBODY = 65534
+"""uid and gid of the ordinary user that permission tests run as."""
 
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray on 2 CPUs; the pipeline joins it instead of starting its own."""
+    """A real local Ray on 2 CPUs; the pipeline joins it instead of starting its own.
+
+    Every worker registers ``tests/crashing_decoder.py``'s Pillow plugin, so a test can
+    make a decode task's worker die for real on one file (nothing else matches its magic).
+    """
+    runtime_env: dict[str, object] = {"worker_process_setup_hook": "tests.crashing_decoder.register"}
+    python_path = os.environ.get("PYTHONPATH", "")
+    if str(ROOT) not in python_path.split(os.pathsep):
+        # Workers run the hook before they see the driver's sys.path; env_vars makes
+        # ``tests`` importable there, at some cost in worker start-up, so only when needed.
+        runtime_env["env_vars"] = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), python_path) if p)}
     ray.init(num_cpus=2, object_store_memory=300 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     yield
     ray.shutdown()
 
@@ -67,3 +82,32 @@ def add_bad_files(folder: Path, good_jpeg: Path) -> dict[str, Path]:
     bad["empty"].write_bytes(b"")
     bad["text"].write_text("shopping list: milk, eggs\n")
     return bad
+
+
+def as_unprivileged(work: Callable[[], object]) -> object:
+    """``work()`` in a forked child running as uid/gid 65534, so permissions apply to it.
+
+    Root reads a chmod 000 file anyway (CAP_DAC_OVERRIDE), so a real permission failure
+    needs a process without it; everything the child needs is imported before the fork.
+    """
+    if os.geteuid() != 0:
+        return work()
+    Image.init()  # load every Pillow plugin now: the child cannot read the venv under /root
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            payload = pickle.dumps(work())
+            with os.fdopen(write_end, "wb") as out:
+                out.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as inp:
+        payload = inp.read()
+    os.waitpid(pid, 0)
+    return pickle.loads(payload)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,10 +113,30 @@ def test_decode_batch_turns_failures_into_error_rows(tmp_path: Path):
     good = write_image(tmp_path / "good.jpg", fmt="JPEG")
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    batch = {"path": np.array([str(good), str(empty), str(tmp_path / "gone.jpg")], dtype=object),
-             "size": np.array([1, 0, 0]), "mtime_ns": np.array([1, 2, 3])}
+    gone = tmp_path / "gone.jpg"
+    scanned = [(p.stat().st_size, p.stat().st_mtime_ns) for p in (good, empty)] + [(1, 1)]
+    batch = {"path": np.array([str(good), str(empty), str(gone)], dtype=object),
+             "size": np.array([s for s, _ in scanned]), "mtime_ns": np.array([m for _, m in scanned])}
     out = decode_batch(batch, SIZE, LIMIT)
     assert list(out["error_reason"]) == ["", "empty file (0 bytes)", "file disappeared before it could be read"]
     assert list(out["error_stage"]) == ["", "decode", "decode"]
     assert out["image"][0].shape == (48, 64, 3) and out["image"][1].shape == (0, 0, 3)
     assert (out["width"][0], out["height"][0]) == (64, 48)
+
+
+def test_a_file_changed_since_the_scan_is_refused_until_the_next_run(tmp_path: Path):
+    path = write_image(tmp_path / "copying.jpg", size=(400, 300), fmt="JPEG")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the scan sees half a file...
+    scanned = (path.stat().st_size, path.stat().st_mtime_ns)
+    path.write_bytes(data)  # ...and the copy finishes before decoding
+    with pytest.raises(DecodeError, match="changed while the run was reading it"):
+        decode_photo(str(path), SIZE, LIMIT, scanned)
+    now = (path.stat().st_size, path.stat().st_mtime_ns)
+    assert decode_photo(str(path), SIZE, LIMIT, now).width == 400  # what the next run sees
+
+
+def test_a_pipe_swapped_in_after_the_scan_is_not_opened(tmp_path: Path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(DecodeError, match="not a regular file"):
+        decode_photo(str(tmp_path / "pipe.jpg"), SIZE, LIMIT)

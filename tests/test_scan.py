@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import ScanError
+from pipeline.pathnames import os_path
 from pipeline.records import FileError, ScannedFile
 from pipeline.scan import scan_library
 from tests.conftest import write_image
@@ -60,3 +62,39 @@ def test_missing_root_and_file_root_are_clear_errors(tmp_path: Path):
     photo = write_image(tmp_path / "one.jpg", fmt="JPEG")
     with pytest.raises(ScanError, match="not a folder"):
         list(scan_library([str(photo)]))
+
+
+def test_pipes_sockets_and_devices_named_like_photos_are_errors_never_opened(tmp_path: Path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.mkfifo(tmp_path / "IMG_0002")  # no extension: a sniffing open() would block forever
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock.png"))
+        os.symlink("/dev/zero", tmp_path / "zero.jpg")  # reading it never ends
+        items = {os.path.basename(i.path): i for i in scan_library([str(tmp_path)])}
+    assert set(items) == {"pipe.jpg", "sock.png", "zero.jpg"}
+    assert all(isinstance(i, FileError) and i.stage == "scan" for i in items.values())
+    assert "named pipe" in items["pipe.jpg"].reason and "socket" in items["sock.png"].reason
+    assert "device" in items["zero.jpg"].reason
+
+
+def test_symlink_loop_between_files_is_one_clear_error_per_link(tmp_path: Path):
+    os.symlink(tmp_path / "b.jpg", tmp_path / "a.jpg")
+    os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    os.symlink(tmp_path / "c.txt", tmp_path / "c.txt")  # not a photo name: ignored
+    items = list(scan_library([str(tmp_path)]))
+    assert [os.path.basename(i.path) for i in items] == ["a.jpg", "b.jpg"]
+    assert all(isinstance(i, FileError) and i.reason.startswith("symbolic link loop") for i in items)
+
+
+def test_folder_named_like_a_photo_is_walked(tmp_path: Path):
+    write_image(tmp_path / "x.jpg" / "inside.jpg", fmt="JPEG")
+    assert _paths(scan_library([str(tmp_path)])) == {"inside.jpg"}
+
+
+def test_non_utf8_and_multiline_names_leave_the_scan_as_index_text(tmp_path: Path):
+    raw = os.fsencode(tmp_path) + b"/caf\xe9 \"quoted\"\nline.jpg"
+    write_image(Path(os.fsdecode(raw)), fmt="JPEG")
+    [item] = scan_library([str(tmp_path)])
+    assert isinstance(item, ScannedFile)
+    assert item.path == str(tmp_path) + '/caf\\xe9 "quoted"\\x0aline.jpg'
+    assert os.fsencode(os_path(item.path)) == raw
