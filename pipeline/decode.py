@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,22 +97,21 @@ def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int
         raise DecodeError(CHANGED_SINCE_SCAN)
     if info.st_size == 0:
         raise DecodeError("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                raise DecodeError(
-                    f"image declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), "
-                    f"over the {max_pixels / 1e6:.0f} MP limit; refused as a possible "
-                    "decompression bomb (raise --max-pixels if it is a real photo)"
-                )
-            orientation = _orientation(im)
-            if im.format == "JPEG":
-                # A lower bound on both sides keeps the shorter side >= image_size.
-                im.draft("RGB", (image_size, image_size))
-            im.load()
-            working = _resize(_to_rgb(im), image_size)
+    with _own_pixel_limit(), Image.open(path) as im:
+        # Opening reads only the header; the limit below applies before any pixel.
+        width, height = im.size
+        if width * height > max_pixels:
+            raise DecodeError(
+                f"image declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), "
+                f"over the {max_pixels / 1e6:.0f} MP limit; refused as a possible "
+                "decompression bomb (raise --max-pixels if it is a real photo)"
+            )
+        orientation = _orientation(im)
+        if im.format == "JPEG":
+            # A lower bound on both sides keeps the shorter side >= image_size.
+            im.draft("RGB", (image_size, image_size))
+        im.load()
+        working = _resize(_to_rgb(im), image_size)
     if scanned is not None and _identity(path) != scanned:
         raise DecodeError(CHANGED_SINCE_SCAN)
     if orientation in (5, 6, 7, 8):
@@ -119,6 +119,22 @@ def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int
     if orientation in _TRANSPOSE:
         working = working.transpose(_TRANSPOSE[orientation])
     return DecodedPhoto(np.array(working, dtype=np.uint8), width, height)
+
+
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """Let ``--max-pixels`` decide, not Pillow's fixed 179 MP bomb check.
+
+    Pillow checks ``Image.MAX_IMAGE_PIXELS`` (a module global) inside ``Image.open``, so a
+    limit above its own would never take effect and its message would win. Decode tasks
+    are single-threaded, so switching it off around the open is safe; it is restored.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _identity(path: str) -> tuple[int, int]:
