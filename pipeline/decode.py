@@ -15,7 +15,6 @@ on; :func:`decode_batch` turns it into an error row so the run goes on.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
 from pipeline.fingerprint import fingerprint
+from pipeline.storage import open_binary, open_photo
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -77,11 +77,12 @@ def decode_photo(path: str, image_size: int, max_pixels: int) -> DecodedPhoto:
 
 
 def _decode(path: str, image_size: int, max_pixels: int) -> DecodedPhoto:
-    if os.path.getsize(path) == 0:
+    source, size = open_photo(path)  # a URI's bytes are read here, through its filesystem
+    if size == 0:
         raise DecodeError("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             width, height = im.size
             if width * height > max_pixels:
                 raise DecodeError(
@@ -141,7 +142,7 @@ def _resize(im: Image.Image, image_size: int) -> Image.Image:
 
 def _describe_content(path: str) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             head = f.read(64)
     except OSError:
         return "unreadable"

@@ -8,6 +8,9 @@ for real at decode time, so a text file named ``.png`` becomes an error row ther
 The walk never lists a folder twice (symlink cycles end), skips hidden
 files and folders (``.thumbnails``, macOS ``._IMG_0001.JPG`` resource forks), and
 reports folders it cannot read as :class:`FileError` rows instead of stopping.
+
+A root may also be a URI (``s3://bucket/photos``); :mod:`pipeline.storage` walks it with
+the same rules (extensions, sniffing, hidden names), and its photos keep their URIs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from pipeline.errors import ScanError
 from pipeline.records import FileError, ScannedFile
+from pipeline.storage import check_uri_root, is_uri, open_binary, walk_uri
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -41,17 +45,22 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
 def looks_like_image(path: str | os.PathLike[str]) -> bool:
     """True when the file starts with the signature of a supported image format."""
     try:
-        with open(path, "rb") as f:
+        with open_binary(str(path)) as f:
             head = f.read(16)
     except OSError:
         return False
     return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
 
 
-def check_roots(roots: Iterable[str]) -> list[Path]:
-    """Resolve photo roots, raising :class:`ScanError` for one that is not a readable folder."""
-    checked = []
+def check_roots(roots: Iterable[str]) -> list[Path | str]:
+    """Resolve photo roots, raising :class:`ScanError` for one that is not a readable folder.
+
+    Local roots become absolute paths; URI roots stay strings."""
+    checked: list[Path | str] = []
     for root in roots:
+        if is_uri(root):
+            checked.append(check_uri_root(root))
+            continue
         path = Path(root).expanduser()
         if not path.exists():
             raise ScanError(f"photo folder not found: {root}")
@@ -77,6 +86,9 @@ def scan_library(roots: Iterable[str], threads: int = 8) -> Iterator[ScannedFile
     with ThreadPoolExecutor(threads, thread_name_prefix="scan") as pool:
         pending: set[Future[_Listing]] = set()
         for root in check_roots(roots):
+            if isinstance(root, str):
+                yield from _walk_uri_root(root)
+                continue
             st = root.stat()
             if (st.st_dev, st.st_ino) not in seen_dirs:
                 seen_dirs.add((st.st_dev, st.st_ino))
@@ -124,6 +136,16 @@ def _list_folder(folder: str) -> _Listing:
         if stat.S_ISREG(info.st_mode):
             listing.items.append(ScannedFile(entry.path, info.st_size, info.st_mtime_ns))
     return listing
+
+
+def _walk_uri_root(root: str) -> Iterator[ScannedFile | FileError]:
+    try:
+        for uri, size, mtime_ns in walk_uri(root):
+            suffix = os.path.splitext(uri.rsplit("/", 1)[-1])[1].lower()
+            if suffix in IMAGE_EXTENSIONS or (suffix == "" and looks_like_image(uri)):
+                yield ScannedFile(uri, size, mtime_ns)
+    except OSError as exc:
+        yield FileError(root, "scan", f"cannot list folder: {exc}")
 
 
 def _is_candidate(entry: os.DirEntry[str]) -> bool:

@@ -30,7 +30,9 @@ def _setting(default, help: str, **kwargs):  # noqa: A002 - mirrors click's keyw
 class IndexSettings:
     """Everything one `photos index` run needs; passed down explicitly, never global."""
 
-    roots: tuple[str, ...] = _setting((), "Photo folders to index, walked recursively.")
+    roots: tuple[str, ...] = _setting(
+        (), "Photo folders to index, walked recursively: local paths or URIs (s3://, gs://, file://)."
+    )
     index_dir: Path = field(
         default_factory=default_index_dir,
         metadata={"help": "Index folder (SQLite + Parquet). Env: PHOTOS_INDEX."},
