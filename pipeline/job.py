@@ -3,26 +3,34 @@
 The pipeline is a Ray Data dataset::
 
     from_items(paths) -> map_batches(decode_batch)        CPU tasks
-                      -> map_batches(InferenceStage)      actor pool, one GPU each if any
+                      -> map_batches(InferenceStage)      actor pool, GPUs if the cluster has any
                       -> iter_batches() in the driver     IndexWriter commits
 
 Ray Data streams it: decoded images are produced only as fast as the actors consume
 them (backpressure), and only result rows, never pixels, come back to the driver.
 Keeping every Ray call here means a change of Ray API touches one file.
+
+On a cluster (``--address``) the same dataset spreads over the nodes: decode tasks ask
+only for CPUs, model actors for ``gpus_per_actor`` GPUs, and the pool is sized to what
+the cluster holds when the run starts (:func:`plan_placement`). A lost node is Ray's
+business: Ray Data retries its tasks elsewhere (``max_retries=-1``), restarts its actors
+(``max_restarts=-1``) and rebuilds lost blocks from lineage; a result that still arrives
+twice replaces its own row, since the writer keys rows by path.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
 
 from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
-from pipeline.inference import InferenceStage, ModelPlan
+from pipeline.inference import GpuOptions, InferenceStage, ModelPlan
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
@@ -65,6 +73,31 @@ class RaySession:
             ray.shutdown()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The model actor pool: how many actors, and what each one reserves."""
+
+    actors: int
+    num_gpus: float
+    num_cpus: float
+
+
+def plan_placement(settings: IndexSettings, cluster: Mapping[str, float], gpu: bool) -> Placement:
+    """Size the actor pool to ``cluster`` (Ray's resource totals) unless ``num_actors`` is set.
+
+    With GPUs: as many actors as fit, ``GPU / gpus_per_actor``; they reserve no CPU, which
+    is left to decoding. Without: half the CPUs go to actors, since decoding a photo costs
+    about as much as classifying it on a CPU and a pool that takes every CPU starves the
+    decode tasks that feed it.
+    """
+    if gpu:
+        per = settings.gpus_per_actor
+        fit = math.floor(cluster.get("GPU", 0) / per + 1e-9)  # 1 / 0.1 is 9.999...
+        return Placement(settings.num_actors or max(1, fit), per, 0.0)
+    fit = math.floor(cluster.get("CPU", 0) / 2 / settings.actor_cpus)
+    return Placement(settings.num_actors or max(1, fit), 0.0, settings.actor_cpus)
+
+
 def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence[ModelPlan],
                  gpus: int) -> Iterator[pa.Table]:
     """Yield result tables (``RESULT_SCHEMA``) for ``work``, in no particular order."""
@@ -88,19 +121,20 @@ def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Seque
         # so decoding runs in parallel tasks beside inference instead of before it.
         memory=DECODE_TASK_MEMORY,
     )
-    actors = settings.num_actors or max(1, gpus)
+    placement = plan_placement(settings, ray.cluster_resources(), gpu=gpus > 0)
     results = decoded.map_batches(
         InferenceStage,
         fn_constructor_kwargs={
             "plans": list(plans), "weights_dir": settings.weights_dir,
             "options": TaskOptions(top_k=settings.top_k),
             "cpu_threads": None if gpus else max(1, int(settings.actor_cpus)),
+            "gpu": GpuOptions(settings.precision, settings.channels_last),
         },
         batch_size=settings.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else settings.actor_cpus,
+        compute=ray.data.ActorPoolStrategy(size=placement.actors),
+        num_gpus=placement.num_gpus,
+        num_cpus=placement.num_cpus,
     )
     yield from results.iter_batches(batch_size=None, batch_format="pyarrow")
 
