@@ -86,9 +86,9 @@ def plan_placement(settings: IndexSettings, cluster: Mapping[str, float], gpu: b
     """Size the actor pool to ``cluster`` (Ray's resource totals) unless ``num_actors`` is set.
 
     With GPUs: as many actors as fit, ``GPU / gpus_per_actor``; they reserve no CPU, which
-    is left to decoding. Without: half the CPUs go to actors, since decoding a photo costs
-    about as much as classifying it on a CPU and a pool that takes every CPU starves the
-    decode tasks that feed it.
+    is left to decoding. Without: half the CPUs go to actors and half stay for the decode
+    tasks that feed them, since a pool that takes every CPU starves its own input; a
+    starting point, which ``--actors`` overrides.
     """
     if gpu:
         per = settings.gpus_per_actor
