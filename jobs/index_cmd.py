@@ -12,7 +12,7 @@ from jobs.options import index_option, resolve_index_dir
 from models.weights import default_weights_dir
 from pipeline.indexer import RunSummary, index_library
 from pipeline.plan import RunPlan
-from pipeline.settings import TASKS, IndexSettings, help_for
+from pipeline.settings import PRECISIONS, TASKS, IndexSettings, help_for
 
 EXIT_SOME_FAILED = 3
 """Exit code of a run that finished but could not index some files (see `photos errors`)."""
@@ -76,6 +76,12 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--batch-size", type=click.IntRange(1), default=IndexSettings.batch_size, show_default=True,
               help=help_for("batch_size"))
 @click.option("--actors", "num_actors", type=click.IntRange(1), default=None, help=help_for("num_actors"))
+@click.option("--gpus-per-actor", type=click.FloatRange(0, 1, min_open=True), default=IndexSettings.gpus_per_actor,
+              show_default=True, help=help_for("gpus_per_actor"))
+@click.option("--precision", type=click.Choice(PRECISIONS), default=IndexSettings.precision, show_default=True,
+              help=help_for("precision"))
+@click.option("--channels-last/--no-channels-last", default=IndexSettings.channels_last, show_default=True,
+              help=help_for("channels_last"))
 @click.option("--top-k", type=click.IntRange(1, 100), default=IndexSettings.top_k, show_default=True,
               help=help_for("top_k"))
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=IndexSettings.score_threshold,
@@ -94,10 +100,11 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
           detector: str | None, segmenter: str | None, strict_models: bool,
           weights_dir: Path | None, address: str | None, batch_size: int, num_actors: int | None,
-          top_k: int, score_threshold: float, mask_size: int, image_size: int | None,
+          gpus_per_actor: float, precision: str, channels_last: bool, top_k: int,
+          score_threshold: float, mask_size: int, image_size: int | None,
           ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
           retry_errors: bool, quiet: bool) -> None:
-    """Index the photos under ROOTS (folders, walked recursively).
+    """Index the photos under ROOTS (folders or URIs like s3://bucket/photos, walked recursively).
 
     Each photo is decoded once and goes through the classifier, the object detector and
     the segmentation model (--models picks). Unchanged photos are skipped, moved photos
@@ -108,16 +115,18 @@ def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...]
     warning (an error with --strict-models); a later run with the weights runs just it.
 
     \b
-    Example:
+    Examples:
       photos index ~/Pictures /mnt/nas/photos --index ~/photo-index
       photos index ~/Pictures --models classify,detect --weights-dir ./weights
+      photos index s3://my-bucket/photos --address auto    # on a Ray cluster
     """
     settings = IndexSettings(
         roots=roots, index_dir=resolve_index_dir(index_dir), tasks=tasks, classifier=classifier,
         detector=detector, segmenter=segmenter, strict_models=strict_models,
         score_threshold=score_threshold, mask_size=mask_size, image_size=image_size,
         weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size,
-        num_actors=num_actors, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
+        num_actors=num_actors, gpus_per_actor=gpus_per_actor, precision=precision,
+        channels_last=channels_last, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
         max_pixels=max_pixels, keep_deleted=keep_deleted, retry_errors=retry_errors,
     )
     bar = _ProgressBar(enabled=not quiet)

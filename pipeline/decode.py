@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.errors import DecodeError
 from pipeline.fingerprint import fingerprint
 from pipeline.pathnames import os_path
+from pipeline.storage import is_uri, open_binary, open_photo
 
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -88,16 +89,19 @@ def decode_photo(path: str, image_size: int, max_pixels: int,
 
 
 def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int] | None) -> DecodedPhoto:
-    info = os.stat(path)
-    if stat.S_ISDIR(info.st_mode):
-        raise DecodeError("is a folder, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise DecodeError("not a regular file (a pipe, socket or device); skipped")
-    if scanned is not None and (info.st_size, info.st_mtime_ns) != scanned:
-        raise DecodeError(CHANGED_SINCE_SCAN)
-    if info.st_size == 0:
+    local = not is_uri(path)
+    if local:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise DecodeError("is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise DecodeError("not a regular file (a pipe, socket or device); skipped")
+        if scanned is not None and (info.st_size, info.st_mtime_ns) != scanned:
+            raise DecodeError(CHANGED_SINCE_SCAN)
+    source, size = open_photo(path)  # a URI's bytes are read here, through its filesystem
+    if size == 0:
         raise DecodeError("empty file (0 bytes)")
-    with _own_pixel_limit(), Image.open(path) as im:
+    with _own_pixel_limit(), Image.open(source) as im:
         # Opening reads only the header; the limit below applies before any pixel.
         width, height = im.size
         if width * height > max_pixels:
@@ -112,7 +116,7 @@ def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int
             im.draft("RGB", (image_size, image_size))
         im.load()
         working = _resize(_to_rgb(im), image_size)
-    if scanned is not None and _identity(path) != scanned:
+    if local and scanned is not None and _identity(path) != scanned:
         raise DecodeError(CHANGED_SINCE_SCAN)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
@@ -181,7 +185,7 @@ def _resize(im: Image.Image, image_size: int) -> Image.Image:
 
 def _describe_content(path: str) -> str:
     try:
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             head = f.read(64)
     except OSError:
         return "unreadable"

@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 
+from pipeline.storage import open_binary
+
 CHUNK = 64 * 1024
 
 
 def fingerprint(path: str) -> str:
     """Hex SHA-256 of (size, first 64 KiB, last 64 KiB). Raises OSError if unreadable."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with open_binary(path) as f:  # a local path or a URI
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
         digest = hashlib.sha256(str(size).encode() + b"\0")
         digest.update(f.read(CHUNK))
         if size > CHUNK:

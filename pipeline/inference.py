@@ -6,11 +6,16 @@ actor pool (``pipeline/job.py``), so models load once per actor, not once per ba
 
 A model that fails on a batch is retried photo by photo, so one odd image becomes one
 error row (stage = the task) instead of failing its whole batch.
+
+On a GPU, models run under autocast (bf16 or fp16) with channels-last weights, the
+layout and precision tensor cores work in. The CPU path is left exactly as it was
+(fp32, contiguous): CPUs gain little from either, and scores would shift.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +57,23 @@ def working_size(plans: Sequence[ModelPlan], image_size: int | None) -> int:
     """The shorter side photos are decoded to: ``image_size`` if set, else the largest
     input size among the run's models, so every model gets the pixels it was trained on."""
     return image_size or max((p.spec.input_size for p in plans), default=256)
+@dataclass(frozen=True)
+class GpuOptions:
+    """How models run on a GPU (see ``IndexSettings.precision`` and ``channels_last``)."""
+
+    precision: str = "auto"
+    channels_last: bool = True
+
+
+def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on a GPU, None for plain fp32.
+
+    bf16 keeps fp32's range, so no logit overflows; fp16 is for GPUs without bf16
+    (before Ampere, e.g. a T4).
+    """
+    if precision == "auto":
+        return torch.bfloat16 if bf16_supported else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
 def pick_device() -> str:
@@ -62,18 +84,34 @@ class InferenceStage:
     """Callable over decoded batches (``decode_batch``'s output) returning result rows."""
 
     def __init__(self, plans: Sequence[ModelPlan], weights_dir: Path | None,
-                 options: TaskOptions, cpu_threads: int | None = None) -> None:
+                 options: TaskOptions, cpu_threads: int | None = None,
+                 gpu: GpuOptions = GpuOptions()) -> None:
         """Load every model once. Weights are looked up again where this runs (a cluster
         node), with the same lookup the driver used to check them."""
         device = pick_device()
         if device == "cpu" and cpu_threads:
             torch.set_num_threads(cpu_threads)
+        self.autocast: torch.dtype | None = None
+        if device == "cuda":
+            # Emulated bf16 (pre-Ampere, e.g. a T4) is slower than fp16: native only.
+            native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            self.autocast = autocast_dtype(gpu.precision, native_bf16)
         self.wrappers: list[ModelWrapper] = []
         for plan in plans:
             state_dict = load_state_dict(plan.spec, weights_dir, offline=True)
             wrapper = TASK_WRAPPERS[plan.task](plan.spec, state_dict, device, options)
             wrapper.load()
+            if device == "cuda" and gpu.channels_last and wrapper.model is not None:
+                wrapper.model = wrapper.model.to(memory_format=torch.channels_last)
             self.wrappers.append(wrapper)
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        if self.autocast is None:
+            yield
+        else:
+            with torch.autocast("cuda", dtype=self.autocast):
+                yield
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
@@ -87,7 +125,9 @@ class InferenceStage:
                 continue
             images = [batch["image"][i] for i in live]
             sizes = [(int(batch["width"][i]), int(batch["height"][i])) for i in live]
-            for i, outcome in zip(live, _predict_isolating(wrapper, images, sizes)):
+            with self._precision():
+                outcomes = _predict_isolating(wrapper, images, sizes)
+            for i, outcome in zip(live, outcomes):
                 if isinstance(outcome, _Failure):
                     stages[i], reasons[i] = wrapper.task, outcome.reason
                 else:

@@ -3,7 +3,7 @@
 The pipeline is a Ray Data dataset::
 
     from_items(paths) -> map_batches(decode_batch)        CPU tasks
-                      -> map_batches(InferenceStage)      actor pool, one GPU each if any
+                      -> map_batches(InferenceStage)      actor pool, GPUs if the cluster has any
                       -> iter_batches() in the driver     IndexWriter commits
 
 Ray Data streams it: decoded images are produced only as fast as the actors consume
@@ -17,6 +17,12 @@ file that crashes a decoder used to stall the run; here a task is retried
 goes on. The photos that never came back are run again one per task, which confines a
 crash to the file that causes it; a photo that kills its worker even alone becomes an
 error row. Measured with Ray 2.60 on 2 CPUs: each worker death costs about 1-2 s.
+On a cluster (``--address``) the same dataset spreads over the nodes: decode tasks ask
+only for CPUs, model actors for ``gpus_per_actor`` GPUs, and the pool is sized to what
+the cluster holds when the run starts (:func:`plan_placement`). A lost node is Ray's
+business: Ray Data retries its tasks elsewhere (``max_retries=-1``), restarts its actors
+(``max_restarts=-1``) and rebuilds lost blocks from lineage; a result that still arrives
+twice replaces its own row, since the writer keys rows by path.
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
 
 from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
-from pipeline.inference import InferenceStage, ModelPlan, failed_rows, working_size
+from pipeline.inference import GpuOptions, InferenceStage, ModelPlan, failed_rows, working_size
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
@@ -79,6 +86,31 @@ class RaySession:
     def close(self) -> None:
         if self.started:
             ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The model actor pool: how many actors, and what each one reserves."""
+
+    actors: int
+    num_gpus: float
+    num_cpus: float
+
+
+def plan_placement(settings: IndexSettings, cluster: Mapping[str, float], gpu: bool) -> Placement:
+    """Size the actor pool to ``cluster`` (Ray's resource totals) unless ``num_actors`` is set.
+
+    With GPUs: as many actors as fit, ``GPU / gpus_per_actor``; they reserve no CPU, which
+    is left to decoding. Without: half the CPUs go to actors and half stay for the decode
+    tasks that feed them, since a pool that takes every CPU starves its own input; a
+    starting point, which ``--actors`` overrides.
+    """
+    if gpu:
+        per = settings.gpus_per_actor
+        fit = math.floor(cluster.get("GPU", 0) / per + 1e-9)  # 1 / 0.1 is 9.999...
+        return Placement(settings.num_actors or max(1, fit), per, 0.0)
+    fit = math.floor(cluster.get("CPU", 0) / 2 / settings.actor_cpus)
+    return Placement(settings.num_actors or max(1, fit), 0.0, settings.actor_cpus)
 
 
 def run_pipeline(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence[ModelPlan],
@@ -144,7 +176,7 @@ def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[Mod
         memory=DECODE_TASK_MEMORY,
         max_retries=settings.task_retries,
     )
-    actors = settings.num_actors or max(1, gpus)
+    placement = plan_placement(settings, ray.cluster_resources(), gpu=gpus > 0)
     return decoded.map_batches(
         InferenceStage,
         fn_constructor_kwargs={
@@ -152,11 +184,12 @@ def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[Mod
             "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
                                    mask_size=settings.mask_size),
             "cpu_threads": None if gpus else max(1, int(settings.actor_cpus)),
+            "gpu": GpuOptions(settings.precision, settings.channels_last),
         },
         batch_size=1 if one_by_one else settings.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=1 if gpus else 0,
-        num_cpus=0 if gpus else settings.actor_cpus,
+        compute=ray.data.ActorPoolStrategy(size=placement.actors),
+        num_gpus=placement.num_gpus,
+        num_cpus=placement.num_cpus,
         max_task_retries=settings.task_retries,  # a dead actor is still replaced (max_restarts=-1)
     )

@@ -11,6 +11,9 @@ reports folders it cannot read, broken or looping links and image-named pipes, s
 and devices as :class:`FileError` rows instead of stopping (or hanging on a read).
 Paths leave the scan as index text (:mod:`pipeline.pathnames`), so a file name that is
 not UTF-8 travels through Ray, Arrow and SQLite like any other.
+
+A root may also be a URI (``s3://bucket/photos``); :mod:`pipeline.storage` walks it with
+the same rules (extensions, sniffing, hidden names), and its photos keep their URIs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from pipeline.errors import ScanError
 from pipeline.pathnames import path_text
 from pipeline.records import FileError, ScannedFile
+from pipeline.storage import check_uri_root, is_uri, open_binary, walk_uri
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -49,20 +53,29 @@ def looks_like_image(path: str | os.PathLike[str]) -> bool:
     Opened non-blocking, so a file swapped for a named pipe after its stat cannot hang us.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            head = os.read(fd, 16)
-        finally:
-            os.close(fd)
+        if is_uri(str(path)):
+            with open_binary(str(path)) as f:
+                head = f.read(16)
+        else:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                head = os.read(fd, 16)
+            finally:
+                os.close(fd)
     except OSError:
         return False
     return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
 
 
-def check_roots(roots: Iterable[str]) -> list[Path]:
-    """Resolve photo roots, raising :class:`ScanError` for one that is not a readable folder."""
-    checked = []
+def check_roots(roots: Iterable[str]) -> list[Path | str]:
+    """Resolve photo roots, raising :class:`ScanError` for one that is not a readable folder.
+
+    Local roots become absolute paths; URI roots stay strings."""
+    checked: list[Path | str] = []
     for root in roots:
+        if is_uri(root):
+            checked.append(check_uri_root(root))
+            continue
         path = Path(root).expanduser()
         if not path.exists():
             raise ScanError(f"photo folder not found: {root}")
@@ -88,6 +101,9 @@ def scan_library(roots: Iterable[str], threads: int = 8) -> Iterator[ScannedFile
     with ThreadPoolExecutor(threads, thread_name_prefix="scan") as pool:
         pending: set[Future[_Listing]] = set()
         for root in check_roots(roots):
+            if isinstance(root, str):
+                yield from _walk_uri_root(root)
+                continue
             st = root.stat()
             if (st.st_dev, st.st_ino) not in seen_dirs:
                 seen_dirs.add((st.st_dev, st.st_ino))
@@ -163,3 +179,13 @@ def _file_kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a file"
+
+
+def _walk_uri_root(root: str) -> Iterator[ScannedFile | FileError]:
+    try:
+        for uri, size, mtime_ns in walk_uri(root):
+            suffix = os.path.splitext(uri.rsplit("/", 1)[-1])[1].lower()
+            if suffix in IMAGE_EXTENSIONS or (suffix == "" and looks_like_image(uri)):
+                yield ScannedFile(uri, size, mtime_ns)
+    except OSError as exc:
+        yield FileError(root, "scan", f"cannot list folder: {exc}")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 TASKS = ("classify", "detect", "segment")
 """Tasks the pipeline knows, in the order they run on each photo."""
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+"""Choices of ``IndexSettings.precision``."""
 
 
 def default_index_dir() -> Path:
@@ -30,7 +32,9 @@ def _setting(default, help: str, **kwargs):  # noqa: A002 - mirrors click's keyw
 class IndexSettings:
     """Everything one `photos index` run needs; passed down explicitly, never global."""
 
-    roots: tuple[str, ...] = _setting((), "Photo folders to index, walked recursively.")
+    roots: tuple[str, ...] = _setting(
+        (), "Photo folders to index, walked recursively: local paths or URIs (s3://, gs://, file://)."
+    )
     index_dir: Path = field(
         default_factory=default_index_dir,
         metadata={"help": "Index folder (SQLite + Parquet). Env: PHOTOS_INDEX."},
@@ -66,7 +70,21 @@ class IndexSettings:
     )
     batch_size: int = _setting(32, "Images per model call.")
     num_actors: int | None = _setting(
-        None, "Model actors. Default: one per GPU, or one on a CPU-only machine."
+        None,
+        "Model actors. Default: what the cluster holds when the run starts, i.e. its GPUs / "
+        "--gpus-per-actor, or on a CPU-only cluster one per two CPUs (the other CPU decodes). "
+        "More than that asks an autoscaling cluster for more nodes.",
+    )
+    gpus_per_actor: float = _setting(
+        1.0, "GPUs each model actor reserves where the cluster has GPUs; 0.5 shares a GPU between two."
+    )
+    precision: str = _setting(
+        "auto",
+        "Floating point for models on GPU: auto (bf16 where the GPU supports it, else fp16), "
+        "bf16, fp16 or fp32. CPU inference is always fp32.",
+    )
+    channels_last: bool = _setting(
+        True, "On GPU, lay model weights out channels-last (faster convolutions on tensor cores)."
     )
     actor_cpus: float = _setting(1.0, "CPUs reserved by each model actor (CPU inference threads).")
     decode_batch_size: int = _setting(16, "Photos per decode task.")

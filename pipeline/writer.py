@@ -105,6 +105,9 @@ class IndexWriter:
 
     def _commit(self, rows: list[dict[str, Any]], moves: Sequence[WorkItem] = (),
                 superseded: set[str] = frozenset()) -> None:
+        # One row per path: a task Ray ran twice (retried after a lost node) may deliver a
+        # photo twice; the later copy wins here, and across commits by replacing the row.
+        rows = list({r["path"]: r for r in rows}.values())
         ok = [r for r in rows if not r["error_reason"]]
         failed = [r for r in rows if r["error_reason"]]
         superseded = (set(superseded) | {r["path"] for r in rows}

@@ -1,0 +1,72 @@
+"""Placement on a cluster: actor pool sizing, GPU precision settings, CPU path unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.registry import get_spec
+from models.tasks import TaskOptions
+from pipeline.decode import decode_batch
+from pipeline.inference import GpuOptions, InferenceStage, ModelPlan, autocast_dtype
+from pipeline.job import Placement, plan_placement
+from pipeline.settings import IndexSettings
+
+
+@pytest.mark.parametrize(("cluster", "gpu", "settings", "expected"), [
+    ({"CPU": 16, "GPU": 4}, True, {}, Placement(4, 1.0, 0.0)),
+    ({"CPU": 16, "GPU": 4}, True, {"gpus_per_actor": 0.5}, Placement(8, 0.5, 0.0)),
+    ({"CPU": 4, "GPU": 1}, True, {"gpus_per_actor": 0.1}, Placement(10, 0.1, 0.0)),
+    ({"CPU": 4, "GPU": 1}, True, {"gpus_per_actor": 0.4}, Placement(2, 0.4, 0.0)),
+    ({"CPU": 16, "GPU": 2}, True, {"num_actors": 6}, Placement(6, 1.0, 0.0)),  # asks the autoscaler
+    ({"CPU": 8}, False, {}, Placement(4, 0.0, 1.0)),  # half the CPUs, the other half decodes
+    ({"CPU": 8}, False, {"actor_cpus": 2.0}, Placement(2, 0.0, 2.0)),
+    ({"CPU": 2}, False, {}, Placement(1, 0.0, 1.0)),
+    ({"CPU": 1}, False, {}, Placement(1, 0.0, 1.0)),
+    ({"CPU": 8, "GPU": 1}, False, {}, Placement(4, 0.0, 1.0)),  # GPUs unused when CPU models were chosen
+])
+def test_actor_pool_is_sized_to_the_cluster(cluster, gpu, settings, expected):
+    assert plan_placement(IndexSettings(**settings), cluster, gpu) == expected
+
+
+def test_precision_choices():
+    assert autocast_dtype("auto", bf16_supported=True) is torch.bfloat16
+    assert autocast_dtype("auto", bf16_supported=False) is torch.float16  # a T4
+    assert autocast_dtype("bf16", bf16_supported=True) is torch.bfloat16
+    assert autocast_dtype("fp16", bf16_supported=True) is torch.float16
+    assert autocast_dtype("fp32", bf16_supported=True) is None
+
+
+def _decoded(photos) -> dict[str, np.ndarray]:
+    paths = [str(p) for p in photos]
+    n = len(paths)
+    return decode_batch({"path": np.array(paths, dtype=object), "size": np.zeros(n, np.int64),
+                         "mtime_ns": np.zeros(n, np.int64), "tasks": np.array(["classify"] * n, dtype=object),
+                         "previous_path": np.array([""] * n, dtype=object)}, image_size=256, max_pixels=10**9)
+
+
+def _stage(device_options: GpuOptions) -> InferenceStage:
+    plans = [ModelPlan("classify", get_spec("efficientnet_lite0"))]
+    return InferenceStage(plans, None, TaskOptions(top_k=5), cpu_threads=1, gpu=device_options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
+def test_gpu_settings_leave_the_cpu_path_unchanged(eval_photos):
+    batch = _decoded(eval_photos[::250])
+    plain = _stage(GpuOptions("fp32", channels_last=False))
+    tuned = _stage(GpuOptions("fp16", channels_last=True))
+    assert tuned.autocast is None
+    assert all(p.is_contiguous() for w in tuned.wrappers for p in w.model.parameters())
+    assert tuned(batch).equals(plain(batch))  # bit for bit
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixed_precision_on_gpu_keeps_the_labels(eval_photos, monkeypatch):
+    batch = _decoded(eval_photos[::50])
+    gpu = _stage(GpuOptions("auto", channels_last=True))
+    assert gpu.autocast in (torch.bfloat16, torch.float16)
+    monkeypatch.setattr("pipeline.inference.pick_device", lambda: "cpu")
+    cpu = _stage(GpuOptions())
+    top1 = lambda table: [labels[0]["label"] for labels in table["labels"].to_pylist()]  # noqa: E731
+    assert top1(gpu(batch)) == top1(cpu(batch))
