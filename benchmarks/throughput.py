@@ -12,11 +12,13 @@ marked so. Every figure comes from this one process, so ratios hold where absolu
 speeds drift. Prints:
 
 - decode alone, with and without JPEG draft (one core);
-- each model alone and all of them back to back on pre-decoded images, by batch size;
-  forward-pass variants (autograd, no_grad, inference_mode, channels_last);
+- each model alone (channels-last, as the pipeline runs it) and all of them back to back
+  on pre-decoded images, by batch size; forward-pass variants (autograd, no_grad,
+  inference_mode, channels_last);
 - the plain baseline: per image, a full PIL decode, one call of each model, one SQLite
   insert and commit per result row;
-- the full pipeline (`index_library` on local Ray, started beforehand), end to end;
+- the full pipeline (`index_library` on local Ray, started beforehand) over ``--copies``
+  hard-linked copies of the set: end to end, and in steady state (first to last result);
 - committing results one photo per transaction vs in batches of 500;
 - peak RSS of the driver and of each Ray worker process.
 """
@@ -24,6 +26,7 @@ speeds drift. Prints:
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sqlite3
 import tempfile
@@ -43,6 +46,7 @@ from models.untrained import save_untrained
 from models.weights import load_state_dict, locate_weights
 from pipeline.decode import decode_photo
 from pipeline.inference import ModelPlan, working_size
+from pipeline.job import CPU_BATCH
 from pipeline.indexer import index_library
 from pipeline.settings import IndexSettings
 
@@ -126,8 +130,11 @@ def pick_specs(tasks: tuple[str, ...], folder: Path) -> dict[str, ModelSpec]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=16, help="photos per size (12 MP and 2 MP)")
-    parser.add_argument("--batch-size", type=int, default=IndexSettings.batch_size)
+    parser.add_argument("--batch-size", type=int, default=CPU_BATCH)
     parser.add_argument("--models", default="classify", help="tasks, comma-separated")
+    parser.add_argument("--copies", type=int, default=4,
+                        help="the pipeline indexes this many hard-linked copies of the set, so "
+                             "start-up (actors, model load) weighs less")
     args = parser.parse_args()
     tasks = tuple(args.models.split(","))
 
@@ -157,8 +164,9 @@ def main() -> None:
         for task, spec in specs.items():
             wrapper = TASK_WRAPPERS[task](spec, load_state_dict(spec, weights, offline=True), "cpu", TaskOptions())
             wrapper.load()
+            wrapper.model.to(memory_format=torch.channels_last)  # as the pipeline runs it
             wrapper.predict(images[:2], sizes[:2])  # warm-up
-            for bs in sorted({1, 8, args.batch_size}):
+            for bs in sorted({1, 4, 8, 32, args.batch_size}):
                 r = rate(n, lambda: [wrapper.predict(images[i:i + bs], sizes[i:i + bs]) for i in range(0, n, bs)])
                 print(f"  {spec.name:<38} batch {bs:>3}  {r:8.1f}")
             wrappers.append(wrapper)
@@ -172,22 +180,30 @@ def main() -> None:
         base_rate = _baseline(wrappers, every[: max(8, n // 4)], size, Path(tmp) / "baseline.sqlite")
         print(f"  {base_rate:8.1f} img/s")
 
-        print("\nfull pipeline: index_library on local Ray (2 CPUs, Ray already started)")
+        library = _copies(Path(tmp) / "library", Path(tmp) / "copies", args.copies)
+        print(f"\nfull pipeline: index_library on local Ray (2 CPUs, Ray already started), "
+              f"{n * args.copies} photos")
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        clock = _Clock()
         with PeakRss() as peaks:
-            settings = IndexSettings(roots=(str(Path(tmp) / "library"),), index_dir=Path(tmp) / "index",
+            settings = IndexSettings(roots=(str(library),), index_dir=Path(tmp) / "index",
                                      tasks=tasks, batch_size=bs, weights_dir=weights)
             start = time.perf_counter()
-            summary = index_library(settings, specs=specs)
-            pipeline_rate = summary.indexed / (time.perf_counter() - start)
-        assert summary.indexed == n, summary
-        print(f"  end to end (actors and models start, scan, decode, infer, commit) {pipeline_rate:8.1f} img/s")
+            summary = index_library(settings, progress=clock, specs=specs)
+            end_to_end = summary.indexed / (time.perf_counter() - start)
+        assert summary.indexed == n * args.copies, summary
+        pipeline_rate = clock.steady_rate()
+        print(f"  end to end (actors and models start, scan, decode, infer, commit) {end_to_end:8.1f} img/s")
+        print(f"  steady state (from the first results to the last)                {pipeline_rate:8.1f} img/s")
+        print(f"  start-up (plan to first results)                                 {clock.startup():8.1f} s")
         _commit_batching(Path(tmp) / "index")
         ray.shutdown()
 
         print("\nratios")
-        print(f"  pipeline / models back to back on pre-decoded images  {pipeline_rate / models_rate:5.2f}")
-        print(f"  pipeline / plain baseline                             {pipeline_rate / base_rate:5.2f}")
+        print(f"  pipeline / models back to back on pre-decoded images  {pipeline_rate / models_rate:5.2f}"
+              f"   (end to end {end_to_end / models_rate:.2f})")
+        print(f"  pipeline / plain baseline                             {pipeline_rate / base_rate:5.2f}"
+              f"   (end to end {end_to_end / base_rate:.2f})")
 
         print("\npeak RSS")
         driver_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -196,10 +212,43 @@ def main() -> None:
             print(f"  {name:<60} {kb / 1024:6.0f} MB")
 
 
+def _copies(library: Path, target: Path, copies: int) -> Path:
+    """``copies`` hard-linked copies of ``library`` (distinct paths, same bytes)."""
+    for i in range(copies):
+        for photo in library.rglob("*.jpg"):
+            link = target / f"copy{i}" / photo.relative_to(library)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.link(photo, link)
+    return target
+
+
+class _Clock:
+    """Progress listener that notes when results arrive."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, int]] = []
+
+    def planned(self, plan, models) -> None:
+        self.marks.append((time.perf_counter(), 0))
+
+    def skipped(self, tasks) -> None:
+        pass
+
+    def advanced(self, photos: int) -> None:
+        self.marks.append((time.perf_counter(), self.marks[-1][1] + photos))
+
+    def startup(self) -> float:
+        return self.marks[1][0] - self.marks[0][0]
+
+    def steady_rate(self) -> float:
+        (t_first, n_first), (t_last, n_last) = self.marks[1], self.marks[-1]
+        return (n_last - n_first) / (t_last - t_first) if t_last > t_first else float("nan")
+
+
 def _variants(wrapper, images: list[np.ndarray], batch_size: int) -> None:
     """Forward pass only, on the first model: autograd, no_grad, inference_mode, channels_last."""
     batch = torch.stack([wrapper.preprocess(wrapper.to_tensor(im)) for im in images[:batch_size]])
-    model = wrapper.model
+    model = wrapper.model.to(memory_format=torch.contiguous_format)
 
     def forward(context, x) -> None:
         with context():
@@ -213,7 +262,6 @@ def _variants(wrapper, images: list[np.ndarray], batch_size: int) -> None:
     model.to(memory_format=torch.channels_last)
     last = batch.contiguous(memory_format=torch.channels_last)
     results["inference_mode + channels_last"] = rate(len(batch), lambda: forward(torch.inference_mode, last), repeat=3)
-    model.to(memory_format=torch.contiguous_format)
     print(f"  {wrapper.spec.name} forward only, batch {len(batch)}: "
           + ", ".join(f"{k} {v:.1f}" for k, v in results.items()) + " img/s")
 

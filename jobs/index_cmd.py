@@ -73,8 +73,7 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--weights-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help=help_for("weights_dir"))
 @click.option("--address", default=None, help=help_for("address"))
-@click.option("--batch-size", type=click.IntRange(1), default=IndexSettings.batch_size, show_default=True,
-              help=help_for("batch_size"))
+@click.option("--batch-size", type=click.IntRange(1), default=None, help=help_for("batch_size"))
 @click.option("--actors", "num_actors", type=click.IntRange(1), default=None, help=help_for("num_actors"))
 @click.option("--gpus-per-actor", type=click.FloatRange(0, 1, min_open=True), default=IndexSettings.gpus_per_actor,
               show_default=True, help=help_for("gpus_per_actor"))
@@ -99,7 +98,7 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
           detector: str | None, segmenter: str | None, strict_models: bool,
-          weights_dir: Path | None, address: str | None, batch_size: int, num_actors: int | None,
+          weights_dir: Path | None, address: str | None, batch_size: int | None, num_actors: int | None,
           gpus_per_actor: float, precision: str, channels_last: bool, top_k: int,
           score_threshold: float, mask_size: int, image_size: int | None,
           ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,

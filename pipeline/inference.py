@@ -58,8 +58,8 @@ def working_size(plans: Sequence[ModelPlan], image_size: int | None) -> int:
     input size among the run's models, so every model gets the pixels it was trained on."""
     return image_size or max((p.spec.input_size for p in plans), default=256)
 @dataclass(frozen=True)
-class GpuOptions:
-    """How models run on a GPU (see ``IndexSettings.precision`` and ``channels_last``)."""
+class ComputeOptions:
+    """How models run (see ``IndexSettings.precision`` and ``channels_last``)."""
 
     precision: str = "auto"
     channels_last: bool = True
@@ -85,7 +85,7 @@ class InferenceStage:
 
     def __init__(self, plans: Sequence[ModelPlan], weights_dir: Path | None,
                  options: TaskOptions, cpu_threads: int | None = None,
-                 gpu: GpuOptions = GpuOptions()) -> None:
+                 gpu: ComputeOptions = ComputeOptions()) -> None:
         """Load every model once. Weights are looked up again where this runs (a cluster
         node), with the same lookup the driver used to check them."""
         device = pick_device()
@@ -101,7 +101,7 @@ class InferenceStage:
             state_dict = load_state_dict(plan.spec, weights_dir, offline=True)
             wrapper = TASK_WRAPPERS[plan.task](plan.spec, state_dict, device, options)
             wrapper.load()
-            if device == "cuda" and gpu.channels_last and wrapper.model is not None:
+            if gpu.channels_last and wrapper.model is not None:
                 wrapper.model = wrapper.model.to(memory_format=torch.channels_last)
             self.wrappers.append(wrapper)
 

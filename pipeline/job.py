@@ -38,13 +38,15 @@ import ray
 
 from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
-from pipeline.inference import GpuOptions, InferenceStage, ModelPlan, failed_rows, working_size
+from pipeline.inference import ComputeOptions, InferenceStage, ModelPlan, failed_rows, working_size
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
 MAX_BLOCKS = 20_000
 DECODE_TASK_MEMORY = 256 * 1024 * 1024
 """Bytes a decode task reserves: a 12 MP JPEG decodes to ~36 MB, plus the batch's output."""
+GPU_BATCH, CPU_BATCH = 32, 4
+"""Default images per model call (``IndexSettings.batch_size``)."""
 WORKER_STAGE = "worker"
 """The error stage of a photo whose Ray worker died on it every time."""
 
@@ -183,10 +185,10 @@ def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[Mod
             "plans": list(plans), "weights_dir": settings.weights_dir,
             "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
                                    mask_size=settings.mask_size),
-            "cpu_threads": None if gpus else max(1, int(settings.actor_cpus)),
-            "gpu": GpuOptions(settings.precision, settings.channels_last),
+            "cpu_threads": None if gpus else settings.model_threads or max(1, round(2 * settings.actor_cpus)),
+            "gpu": ComputeOptions(settings.precision, settings.channels_last),
         },
-        batch_size=1 if one_by_one else settings.batch_size,
+        batch_size=1 if one_by_one else settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=placement.actors),
         num_gpus=placement.num_gpus,

@@ -9,7 +9,7 @@ import torch
 from models.registry import get_spec
 from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
-from pipeline.inference import GpuOptions, InferenceStage, ModelPlan, autocast_dtype
+from pipeline.inference import ComputeOptions, InferenceStage, ModelPlan, autocast_dtype
 from pipeline.job import Placement, plan_placement
 from pipeline.settings import IndexSettings
 
@@ -41,32 +41,41 @@ def test_precision_choices():
 def _decoded(photos) -> dict[str, np.ndarray]:
     paths = [str(p) for p in photos]
     n = len(paths)
-    return decode_batch({"path": np.array(paths, dtype=object), "size": np.zeros(n, np.int64),
-                         "mtime_ns": np.zeros(n, np.int64), "tasks": np.array(["classify"] * n, dtype=object),
+    stats = [p.stat() for p in photos]
+    return decode_batch({"path": np.array(paths, dtype=object),
+                         "size": np.array([st.st_size for st in stats], np.int64),
+                         "mtime_ns": np.array([st.st_mtime_ns for st in stats], np.int64),
+                         "tasks": np.array(["classify"] * n, dtype=object),
                          "previous_path": np.array([""] * n, dtype=object)}, image_size=256, max_pixels=10**9)
 
 
-def _stage(device_options: GpuOptions) -> InferenceStage:
+def _stage(device_options: ComputeOptions) -> InferenceStage:
     plans = [ModelPlan("classify", get_spec("efficientnet_lite0"))]
     return InferenceStage(plans, None, TaskOptions(top_k=5), cpu_threads=1, gpu=device_options)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
-def test_gpu_settings_leave_the_cpu_path_unchanged(eval_photos):
+def test_gpu_precision_leaves_the_cpu_path_fp32_and_channels_last_keeps_the_labels(eval_photos):
     batch = _decoded(eval_photos[::250])
-    plain = _stage(GpuOptions("fp32", channels_last=False))
-    tuned = _stage(GpuOptions("fp16", channels_last=True))
+    plain = _stage(ComputeOptions("fp32", channels_last=False))
+    assert _stage(ComputeOptions("fp16", channels_last=False))(batch).equals(plain(batch))  # bit for bit
+    tuned = _stage(ComputeOptions("fp16", channels_last=True))
     assert tuned.autocast is None
-    assert all(p.is_contiguous() for w in tuned.wrappers for p in w.model.parameters())
-    assert tuned(batch).equals(plain(batch))  # bit for bit
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for w in tuned.wrappers for p in w.model.parameters())
+    labels = lambda table: table["labels"].to_pylist()  # noqa: E731
+    assert all(labels(plain(batch)))
+    for got, want in zip(labels(tuned(batch)), labels(plain(batch))):  # same labels, float noise apart
+        assert [x["label"] for x in got] == [x["label"] for x in want]
+        assert all(abs(g["score"] - w["score"]) < 1e-4 for g, w in zip(got, want))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_mixed_precision_on_gpu_keeps_the_labels(eval_photos, monkeypatch):
     batch = _decoded(eval_photos[::50])
-    gpu = _stage(GpuOptions("auto", channels_last=True))
+    gpu = _stage(ComputeOptions("auto", channels_last=True))
     assert gpu.autocast in (torch.bfloat16, torch.float16)
     monkeypatch.setattr("pipeline.inference.pick_device", lambda: "cpu")
-    cpu = _stage(GpuOptions())
+    cpu = _stage(ComputeOptions())
     top1 = lambda table: [labels[0]["label"] for labels in table["labels"].to_pylist()]  # noqa: E731
     assert top1(gpu(batch)) == top1(cpu(batch))
