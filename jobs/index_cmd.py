@@ -74,6 +74,8 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
               help=help_for("weights_dir"))
 @click.option("--address", default=None, help=help_for("address"))
 @click.option("--batch-size", type=click.IntRange(1), default=None, help=help_for("batch_size"))
+@click.option("--decode-batch-size", type=click.IntRange(1), default=IndexSettings.decode_batch_size,
+              show_default=True, help=help_for("decode_batch_size"))
 @click.option("--actors", "num_actors", type=click.IntRange(1), default=None, help=help_for("num_actors"))
 @click.option("--gpus-per-actor", type=click.FloatRange(0, 1, min_open=True), default=IndexSettings.gpus_per_actor,
               show_default=True, help=help_for("gpus_per_actor"))
@@ -98,7 +100,7 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
           detector: str | None, segmenter: str | None, strict_models: bool,
-          weights_dir: Path | None, address: str | None, batch_size: int | None, num_actors: int | None,
+          weights_dir: Path | None, address: str | None, batch_size: int | None, decode_batch_size: int, num_actors: int | None,
           gpus_per_actor: float, precision: str, channels_last: bool, top_k: int,
           score_threshold: float, mask_size: int, image_size: int | None,
           ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
@@ -123,7 +125,7 @@ def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...]
         roots=roots, index_dir=resolve_index_dir(index_dir), tasks=tasks, classifier=classifier,
         detector=detector, segmenter=segmenter, strict_models=strict_models,
         score_threshold=score_threshold, mask_size=mask_size, image_size=image_size,
-        weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size,
+        weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size, decode_batch_size=decode_batch_size,
         num_actors=num_actors, gpus_per_actor=gpus_per_actor, precision=precision,
         channels_last=channels_last, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
         max_pixels=max_pixels, keep_deleted=keep_deleted, retry_errors=retry_errors,

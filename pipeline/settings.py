@@ -98,7 +98,9 @@ class IndexSettings:
         "Torch threads of each CPU model actor. Default: twice the CPUs it reserves, since the "
         "decode tasks beside it leave cores idle (66 -> 79 photos/s measured on 2 cores).",
     )
-    decode_batch_size: int = _setting(16, "Photos per decode task.")
+    decode_batch_size: int = _setting(
+        16, "Photos per decode task; results reach the index in blocks of about this many."
+    )
     decode_cpus: float = _setting(1.0, "CPUs reserved by each decode task.")
     task_retries: int = _setting(
         1,

@@ -51,7 +51,7 @@ def test_index_on_a_multi_node_cluster_survives_losing_a_node(tmp_path, eval_pho
         driver = subprocess.Popen(
             [sys.executable, "-c", "from jobs.cli import main; main()", "index", str(library),
              "--index", str(remote), "--address", cluster.address, "--actors", "1",
-             "--commit-rows", "4", "--batch-size", "4", "--quiet"],
+             "--commit-rows", "4", "--batch-size", "4", "--decode-batch-size", "4", "--quiet"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         victim, committed = None, 0

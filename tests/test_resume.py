@@ -31,7 +31,8 @@ def start_index(library: Path, index: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-c", "from jobs.cli import main; main()", "index", str(library),
-         "--index", str(index), "--commit-rows", str(COMMIT_ROWS), "--batch-size", "4", "--num-cpus", "2",
+         "--index", str(index), "--commit-rows", str(COMMIT_ROWS), "--batch-size", "4",
+         "--decode-batch-size", "4", "--num-cpus", "2",
          "--quiet"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
