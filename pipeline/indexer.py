@@ -144,8 +144,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                 {task: str(key) for task, key in keys.items()}, root_texts,
                 retry_errors=settings.retry_errors, fingerprint_of=lambda text: fingerprint(os_path(text)),
             )
+            progress.skipped(skipped)  # before the plan: the bar starts with it
             progress.planned(plan, models)
-            progress.skipped(skipped)
             run_id = store.begin_run(root_texts, models)
             summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
                                  new=plan.new, changed=plan.changed + plan.rerun, skipped_tasks=skipped)

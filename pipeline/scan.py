@@ -83,7 +83,7 @@ def check_roots(roots: Iterable[str]) -> list[Path | str]:
             raise ScanError(f"not a folder: {root} (give the folder that holds your photos)")
         if not os.access(path, os.R_OK | os.X_OK):
             raise ScanError(f"photo folder not readable: {root}")
-        checked.append(path.absolute())
+        checked.append(Path(os.path.abspath(path)))  # absolute, ".." folded, links kept
     if not checked:
         raise ScanError("no photo folder given")
     return checked
