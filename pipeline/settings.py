@@ -90,7 +90,7 @@ class IndexSettings:
     channels_last: bool = _setting(
         True,
         "Lay model weights out channels-last: faster convolutions on GPU tensor cores and on "
-        "CPU (measured 1.6-1.9x for EfficientNet-Lite0 on 2 cores).",
+        "CPU (measured 1.3-1.9x for EfficientNet-Lite0 on 2 cores, depending on batch size).",
     )
     actor_cpus: float = _setting(1.0, "CPUs reserved by each model actor on a CPU-only cluster.")
     model_threads: int | None = _setting(
