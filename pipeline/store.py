@@ -270,20 +270,23 @@ class IndexStore:
 
         ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
         mtime_ns, width, height, fingerprint, models); ``error_rows`` path, size,
-        mtime_ns, stage and reason. Rows of every path in ``superseded`` or in the batch
-        are replaced. ``parquet_name`` is the new part holding the batch's photos and
+        mtime_ns, stage and reason. Photos of every path in ``superseded`` or
+        ``photo_rows`` are replaced; an error row replaces only the path's error row. ``parquet_name`` is the new part holding the batch's photos and
         ``rewrites`` the parts rewritten without replaced rows; all files already written.
         """
         now = time.time()
-        paths = sorted({*superseded, *(r["path"] for r in (*photo_rows, *error_rows))})
+        replaced = sorted({*superseded, *(r["path"] for r in photo_rows)})
+        failed = sorted({r["path"] for r in error_rows} - set(replaced))
         with self.engine.begin() as conn:
             for rw in rewrites:
                 conn.execute(delete(parquet_files).where(parquet_files.c.name == rw.old))
                 if rw.new:
                     conn.execute(insert(parquet_files).values(name=rw.new, run_id=run_id, rows=rw.rows, created_at=now))
                     conn.execute(update(photos).where(photos.c.parquet_file == rw.old).values(parquet_file=rw.new))
-            for chunk in _chunks(paths):
+            for chunk in _chunks(replaced):
                 conn.execute(delete(photos).where(photos.c.path.in_(chunk)))
+                conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
+            for chunk in _chunks(failed):  # a photo that only failed to scan keeps its results
                 conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
             if photo_rows:
                 inserted = conn.execute(

@@ -116,7 +116,12 @@ class IndexWriter:
         rewrites, previous = self._rewrite_parts(superseded)
         now_ms = int(time.time() * 1000)
         records = [self._record(r, previous.get(r["previous_path"]), now_ms) for r in ok]
-        records += [self._moved(m, previous[m.previous_path], now_ms) for m in moves if m.previous_path in previous]
+        records += [self._carried(m.file.path, m.file.size, m.file.mtime_ns, previous[m.previous_path], now_ms)
+                    for m in moves if m.previous_path in previous]
+        # A re-run that fails (a new model on an odd photo, say) keeps the results the
+        # photo had; the error row beside it says what failed.
+        records += [self._carried(r["path"], r["size"], r["mtime_ns"], previous[r["previous_path"]], now_ms)
+                    for r in failed if r["previous_path"] in previous]
         name = None
         if records:
             name = self._next_part()
@@ -167,8 +172,9 @@ class IndexWriter:
         return {**record, "models": sorted(models.items()), "weights": sorted(weights.items()),
                 "run_id": self.run_id, "indexed_at": now_ms}
 
-    def _moved(self, item: WorkItem, previous: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        return {**previous, "path": item.file.path, "size": item.file.size, "mtime_ns": item.file.mtime_ns,
+    def _carried(self, path: str, size: int, mtime_ns: int, previous: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        """A previous record, unchanged but for where the photo is now."""
+        return {**previous, "path": path, "size": size, "mtime_ns": mtime_ns,
                 "run_id": self.run_id, "indexed_at": now_ms}
 
     def _next_part(self) -> str:

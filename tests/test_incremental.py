@@ -128,3 +128,49 @@ def test_plan_deletes_only_under_scanned_roots_and_skips_failed_files():
     retry = plan_run([ScannedFile("/p/bad.jpg", 5, 5)], known, {"/p/bad.jpg": (5, 5)}, {}, ["/p"],
                      retry_errors=True)
     assert [w.file.path for w in retry.todo] == ["/p/bad.jpg"]
+
+
+def test_a_scan_error_on_an_indexed_photo_keeps_its_results(tmp_path, library, ray_local):
+    index = tmp_path / "index"
+    run(library, index)
+    before = index_state(index)
+    victim = sorted((library / "b").iterdir())[0]
+    victim.unlink()
+    victim.symlink_to(tmp_path / "nowhere.jpg")  # the name is still there, the file is not
+    summary = run(library, index)
+    assert (summary.failed, summary.deleted, summary.indexed) == (1, 0, 0)
+    after = index_state(index)  # also checks Parquet and SQLite agree
+    assert after["photos"] == before["photos"] and after["parquet"] == before["parquet"]
+    db = sqlite3.connect(index / "index.sqlite")
+    stage, reason = db.execute("SELECT stage, reason FROM errors WHERE path = ?", (str(victim),)).fetchone()
+    assert stage == "scan" and reason.startswith("broken symbolic link")
+
+
+def test_a_failed_rerun_keeps_the_results_the_photo_had(tmp_path):
+    """Adding a task that fails on a photo must not drop what other tasks found."""
+    import pyarrow as pa
+
+    from pipeline.inference import RESULT_SCHEMA
+    from pipeline.parquet_sink import parquet_dir
+    from pipeline.writer import IndexWriter, ModelKey
+
+    def rows(**overrides):
+        base = {"path": "/p/a.jpg", "size": 5, "mtime_ns": 7, "width": 4, "height": 3, "fingerprint": "f",
+                "tasks": "classify", "previous_path": None, "error_stage": "", "error_reason": "",
+                "labels": [{"label": "tabby", "score": 0.9}], "objects": None, "segmentation": None}
+        return pa.Table.from_pylist([{**base, **overrides}], schema=RESULT_SCHEMA)
+
+    store = IndexStore.open(tmp_path)
+    keys = {"classify": ModelKey("m", "m.pth"), "detect": ModelKey("d", "d.pth")}
+    first = IndexWriter(store, parquet_dir(tmp_path), store.begin_run(["/p"], {}), keys, commit_rows=10)
+    first.add(rows())
+    first.flush()
+    second = IndexWriter(store, parquet_dir(tmp_path), store.begin_run(["/p"], {}), keys, commit_rows=10)
+    second.add(rows(tasks="detect", previous_path="/p/a.jpg", labels=None, error_stage="detect",
+                    error_reason="d failed on this image"))
+    second.flush()
+    state = index_state(tmp_path)
+    assert [label for _, label, *_ in state["labels"]] == ["tabby"]
+    assert [r["path"] for r in state["parquet"]] == ["/p/a.jpg"]
+    assert store.known_errors() == {"/p/a.jpg": (5, 7)} and second.failed == 1
+    assert '"classify": "m@m.pth"' in state["photos"][0][6] and "detect" not in state["photos"][0][6]
