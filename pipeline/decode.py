@@ -213,8 +213,9 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int)
     for i, path in enumerate(batch["path"]):
         scanned = (int(batch["size"][i]), int(batch["mtime_ns"][i]))
         try:
-            photo = decode_photo(os_path(str(path)), image_size, max_pixels, scanned)
-            prints[i] = fingerprint(os_path(str(path)))
+            source = str(path) if is_uri(str(path)) else os_path(str(path))  # URIs are stored as is
+            photo = decode_photo(source, image_size, max_pixels, scanned)
+            prints[i] = fingerprint(source)
         except DecodeError as exc:
             images[i] = np.zeros((0, 0, 3), dtype=np.uint8)
             stage[i], reason[i] = exc.stage, exc.reason

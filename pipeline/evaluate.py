@@ -21,6 +21,7 @@ polygons or uncompressed RLE, iscrowd).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from PIL import Image, ImageDraw
 from models.registry import get_spec
 from models.segment import decode_mask
 from pipeline.errors import QueryError
+from pipeline.pathnames import path_text
 from pipeline.records_reader import load_records
 from pipeline.store import IndexStore
 
@@ -127,7 +129,8 @@ def evaluate_index(store: IndexStore, index_dir: Path, annotations_path: Path, i
     by_image: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
     for ann in coco.get("annotations", []):
         by_image.setdefault(ann["image_id"], []).append(ann)
-    paths = {i: str((Path(images_dir) / im["file_name"]).absolute()) for i, im in images.items()}
+    paths = {i: path_text(os.path.abspath(os.path.expanduser(Path(images_dir) / im["file_name"])))
+             for i, im in images.items()}  # spelled as the scan stores them
     records = load_records(store, index_dir, paths.values())
     report = EvalReport(images=len(images))
     intersection: dict[str, int] = {}

@@ -26,6 +26,7 @@ from pipeline.pathnames import os_path, path_text
 from pipeline.plan import RunPlan, plan_run
 from pipeline.scan import check_roots, scan_library
 from pipeline.settings import IndexSettings
+from pipeline.storage import is_uri
 from pipeline.store import IndexStore
 from pipeline.writer import IndexWriter, ModelKey
 
@@ -142,7 +143,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             plan = plan_run(
                 scan_library(roots), store.known_photos(), store.known_errors(),
                 {task: str(key) for task, key in keys.items()}, root_texts,
-                retry_errors=settings.retry_errors, fingerprint_of=lambda text: fingerprint(os_path(text)),
+                retry_errors=settings.retry_errors, keep_deleted=settings.keep_deleted,
+                fingerprint_of=lambda text: fingerprint(text if is_uri(text) else os_path(text)),
             )
             progress.skipped(skipped)  # before the plan: the bar starts with it
             progress.planned(plan, models)

@@ -17,12 +17,13 @@ file that crashes a decoder used to stall the run; here a task is retried
 goes on. The photos that never came back are run again one per task, which confines a
 crash to the file that causes it; a photo that kills its worker even alone becomes an
 error row. Measured with Ray 2.60 on 2 CPUs: each worker death costs about 1-2 s.
+
 On a cluster (``--address``) the same dataset spreads over the nodes: decode tasks ask
 only for CPUs, model actors for ``gpus_per_actor`` GPUs, and the pool is sized to what
-the cluster holds when the run starts (:func:`plan_placement`). A lost node is Ray's
-business: Ray Data retries its tasks elsewhere (``max_retries=-1``), restarts its actors
-(``max_restarts=-1``) and rebuilds lost blocks from lineage; a result that still arrives
-twice replaces its own row, since the writer keys rows by path.
+the cluster holds when the run starts (:func:`plan_placement`). A lost node's tasks are
+retried elsewhere like any dead worker's (``task_retries``, then one photo per task),
+its actors are restarted (``max_restarts=-1``) and lost blocks rebuilt from lineage; a
+result that still arrives twice replaces its own row, since the writer keys rows by path.
 """
 
 from __future__ import annotations

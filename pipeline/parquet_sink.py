@@ -54,6 +54,11 @@ def write_part(folder: Path, name: str, table: pa.Table) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, folder / name)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power loss
+    finally:
+        os.close(directory)
 
 
 def read_part(folder: Path, name: str) -> pa.Table:

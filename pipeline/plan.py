@@ -90,6 +90,7 @@ def plan_run(
     roots: Sequence[str],
     *,
     retry_errors: bool = False,
+    keep_deleted: bool = False,
     fingerprint_of: Callable[[str], str] | None = None,
     threads: int = 8,
 ) -> RunPlan:
@@ -98,20 +99,32 @@ def plan_run(
     ``wanted`` maps each selected task to its model key ("model@weights file").
     ``fingerprint_of`` is only called for new files, and only when some indexed photo
     vanished (a move is possible).
+
+    Nothing is deleted under a folder the scan could not list, nor under a root where
+    the scan found nothing although photos are indexed there (an unmounted drive looks
+    like an empty folder): both are reported as scan errors instead. A scan error seen
+    before is not reported again, so one broken link does not fail every night's run.
     """
     plan = RunPlan()
     all_tasks = tuple(wanted)
     seen: set[str] = set()
+    unlisted: list[str] = []
     new_files: list[ScannedFile] = []
     for item in scanned:
         seen.add(item.path)
         if isinstance(item, FileError):
-            plan.scan_errors.append(item)
+            if item.folder:
+                unlisted.append(item.path)
+            if item.path in known_errors and not retry_errors:
+                plan.unchanged += 1
+            else:
+                plan.scan_errors.append(item)
             continue
         photo = known.get(item.path)
+        failed_before = known_errors.get(item.path) == (item.size, item.mtime_ns) and not retry_errors
         if photo is not None and (photo.size, photo.mtime_ns) == (item.size, item.mtime_ns) and not photo.deleted:
             missing = tasks_to_run(photo.models, wanted)
-            if missing:
+            if missing and not failed_before:
                 plan.todo.append(WorkItem(item, missing, previous_path=item.path))
                 plan.rerun += 1
             else:
@@ -119,12 +132,22 @@ def plan_run(
         elif photo is not None:
             plan.todo.append(WorkItem(item, all_tasks))
             plan.changed += 1
-        elif known_errors.get(item.path) == (item.size, item.mtime_ns) and not retry_errors:
+        elif failed_before:
             plan.unchanged += 1
         else:
             new_files.append(item)
-    vanished = [p for p, photo in known.items() if p not in seen and not photo.deleted and under_roots(p, roots)]
-    plan.vanished_errors = [p for p in known_errors if p not in seen and under_roots(p, roots)]
+    for root in roots:
+        indexed_here = sum(1 for p in known if under_roots(p, [root]))
+        if indexed_here and not any(under_roots(p, [root]) for p in seen):
+            unlisted.append(root)
+            plan.scan_errors.append(FileError(root, "scan", (
+                f"no photos found, but {indexed_here} are indexed under this folder; kept them "
+                "(is a drive or share not mounted?)"), folder=True))
+    vanished = [p for p, photo in known.items()
+                if p not in seen and under_roots(p, roots) and not under_roots(p, unlisted)
+                and not (photo.deleted and keep_deleted)]
+    plan.vanished_errors = [p for p in known_errors
+                            if p not in seen and under_roots(p, roots) and not under_roots(p, unlisted)]
     by_fingerprint = {known[p].fingerprint: p for p in vanished}
     if by_fingerprint and new_files and fingerprint_of is not None:
         with ThreadPoolExecutor(threads) as pool:

@@ -16,8 +16,13 @@ class ScannedFile:
 
 @dataclass(frozen=True)
 class FileError:
-    """A file that could not be indexed, and why; stored as an error row, never raised."""
+    """A file that could not be indexed, and why; stored as an error row, never raised.
 
-    path: str  # index text: see pipeline/pathnames.py
+    ``folder`` marks a folder that could not be listed: what the index holds under it
+    is kept, since the scan could not see whether those photos are still there.
+    """
+
+    path: str
     stage: str
     reason: str
+    folder: bool = False

@@ -7,6 +7,7 @@ Each indexed photo has exactly one row, in the part SQLite names for it, so call
 from __future__ import annotations
 
 from collections.abc import Iterable
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pyarrow.compute as pc
 
 from pipeline.errors import QueryError
 from pipeline.parquet_sink import parquet_dir, read_part
+from pipeline.pathnames import path_text
 from pipeline.store import IndexStore
 
 
@@ -30,7 +32,7 @@ def load_records(store: IndexStore, index_dir: Path, paths: Iterable[str]) -> di
 
 def load_record(store: IndexStore, index_dir: Path, path: str) -> dict[str, Any]:
     """The record of one photo; :class:`QueryError` if it is not in the index."""
-    key = str(Path(path).expanduser().absolute())  # the scan stores absolute, unresolved paths
+    key = path_text(os.path.abspath(os.path.expanduser(path)))  # as the scan stores it
     record = load_records(store, index_dir, [key]).get(key)
     if record is None:
         raise QueryError(f"{path} is not in the index: run `photos index` on its folder first")

@@ -132,7 +132,7 @@ def _list_folder(folder: str) -> _Listing:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        listing.items.append(FileError(path_text(folder), "scan", f"cannot list folder: {exc.strerror}"))
+        listing.items.append(FileError(path_text(folder), "scan", f"cannot list folder: {exc.strerror}", folder=True))
         return listing
     for entry in entries:
         if entry.name.startswith("."):
@@ -188,4 +188,4 @@ def _walk_uri_root(root: str) -> Iterator[ScannedFile | FileError]:
             if suffix in IMAGE_EXTENSIONS or (suffix == "" and looks_like_image(uri)):
                 yield ScannedFile(uri, size, mtime_ns)
     except OSError as exc:
-        yield FileError(root, "scan", f"cannot list folder: {exc}")
+        yield FileError(root, "scan", f"cannot list folder: {exc}", folder=True)

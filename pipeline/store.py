@@ -158,7 +158,9 @@ _FTS_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS label_fts USING fts5(label, token
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the nightly writer
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each commit's checkpoint in WAL
+    # FULL: a commit is on disk when it returns, so SQLite never lists a Parquet part
+    # that a power loss took back (one fsync per batch of photos).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
@@ -271,8 +273,9 @@ class IndexStore:
         ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
         mtime_ns, width, height, fingerprint, models); ``error_rows`` path, size,
         mtime_ns, stage and reason. Photos of every path in ``superseded`` or
-        ``photo_rows`` are replaced; an error row replaces only the path's error row. ``parquet_name`` is the new part holding the batch's photos and
-        ``rewrites`` the parts rewritten without replaced rows; all files already written.
+        ``photo_rows`` are replaced; an error row replaces only the path's error row.
+        ``parquet_name`` is the new part holding the batch's photos and ``rewrites`` the
+        parts rewritten without replaced rows; all files are already written.
         """
         now = time.time()
         replaced = sorted({*superseded, *(r["path"] for r in photo_rows)})

@@ -115,13 +115,17 @@ class IndexWriter:
                       | {m.previous_path for m in moves})
         rewrites, previous = self._rewrite_parts(superseded)
         now_ms = int(time.time() * 1000)
-        records = [self._record(r, previous.get(r["previous_path"]), now_ms) for r in ok]
+        # A row's previous record is under its previous path, or under its own path when
+        # Ray delivered it twice and the first copy already moved it there.
+        before = {r["path"]: previous.get(r["previous_path"]) or previous.get(r["path"])
+                  for r in rows if r["previous_path"]}
+        records = [self._record(r, before.get(r["path"]), now_ms) for r in ok]
         records += [self._carried(m.file.path, m.file.size, m.file.mtime_ns, previous[m.previous_path], now_ms)
                     for m in moves if m.previous_path in previous]
         # A re-run that fails (a new model on an odd photo, say) keeps the results the
         # photo had; the error row beside it says what failed.
-        records += [self._carried(r["path"], r["size"], r["mtime_ns"], previous[r["previous_path"]], now_ms)
-                    for r in failed if r["previous_path"] in previous]
+        records += [self._carried(r["path"], r["size"], r["mtime_ns"], before[r["path"]], now_ms)
+                    for r in failed if before.get(r["path"])]
         name = None
         if records:
             name = self._next_part()

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.indexer import index_library
 from pipeline.plan import KnownPhoto, plan_run
-from pipeline.records import ScannedFile
+from pipeline.records import FileError, ScannedFile
 from pipeline.search import search
 from pipeline.settings import IndexSettings
 from pipeline.store import IndexStore
@@ -174,3 +174,37 @@ def test_a_failed_rerun_keeps_the_results_the_photo_had(tmp_path):
     assert [r["path"] for r in state["parquet"]] == ["/p/a.jpg"]
     assert store.known_errors() == {"/p/a.jpg": (5, 7)} and second.failed == 1
     assert '"classify": "m@m.pth"' in state["photos"][0][6] and "detect" not in state["photos"][0][6]
+
+
+def test_nothing_is_deleted_under_a_folder_the_scan_could_not_list():
+    known = {"/p/sub/a.jpg": KnownPhoto(1, 1, "fa", "{}"), "/p/b.jpg": KnownPhoto(1, 1, "fb", "{}")}
+    unreadable = FileError("/p/sub", "scan", "cannot list folder: Permission denied", folder=True)
+    plan = plan_run([unreadable], known, {}, {}, ["/p"])
+    assert plan.deleted == ["/p/b.jpg"] and plan.scan_errors == [unreadable]
+
+
+def test_an_empty_root_with_indexed_photos_is_kept_and_reported():
+    """An unmounted drive looks like an empty folder: its photos must not be deleted."""
+    known = {"/mnt/nas/a.jpg": KnownPhoto(1, 1, "fa", "{}"), "/home/p/b.jpg": KnownPhoto(1, 1, "fb", "{}")}
+    plan = plan_run([ScannedFile("/home/p/b.jpg", 1, 1)], known, {}, {}, ["/mnt/nas", "/home/p"])
+    assert plan.deleted == [] and plan.unchanged == 1
+    [error] = plan.scan_errors
+    assert error.path == "/mnt/nas" and "1 are indexed under this folder" in error.reason
+
+
+def test_failures_are_not_retried_every_night():
+    known = {"/p/a.jpg": KnownPhoto(5, 7, "fa", '{"classify": "m@m.pth"}')}
+    wanted = {"classify": "m@m.pth", "detect": "d@d.pth"}
+    failed = {"/p/a.jpg": (5, 7), "/p/link.jpg": (0, 0)}
+    scanned = [ScannedFile("/p/a.jpg", 5, 7), FileError("/p/link.jpg", "scan", "broken symbolic link")]
+    plan = plan_run(scanned, known, failed, wanted, ["/p"])
+    assert (plan.todo, plan.scan_errors, plan.unchanged) == ([], [], 2)
+    retry = plan_run(scanned, known, failed, wanted, ["/p"], retry_errors=True)
+    assert [w.tasks for w in retry.todo] == [("detect",)] and len(retry.scan_errors) == 1
+
+
+def test_rows_marked_deleted_leave_once_keep_deleted_is_off():
+    known = {"/p/gone.jpg": KnownPhoto(1, 1, "f", "{}", deleted=True), "/p/here.jpg": KnownPhoto(1, 1, "h", "{}")}
+    scanned = [ScannedFile("/p/here.jpg", 1, 1)]
+    assert plan_run(scanned, known, {}, {}, ["/p"], keep_deleted=True).deleted == []
+    assert plan_run(scanned, known, {}, {}, ["/p"]).deleted == ["/p/gone.jpg"]
