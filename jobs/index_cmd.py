@@ -27,7 +27,7 @@ class _ProgressBar:
 
     def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
         click.echo(
-            f"Found {plan.seen} photos: {plan.new} new, {plan.changed} changed, {plan.rerun} to re-run "
+            f"Scanned {plan.seen} files: {plan.new} new, {plan.changed} changed, {plan.rerun} to re-run "
             f"with new models, {len(plan.moves)} moved, {len(plan.deleted)} deleted, {plan.unchanged} "
             f"unchanged, {len(plan.scan_errors)} unreadable. Models: "
             + ", ".join(f"{task}={name}" for task, name in models.items()),
