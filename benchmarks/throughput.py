@@ -45,10 +45,12 @@ from models.tasks import TASK_WRAPPERS, TaskOptions
 from models.untrained import save_untrained
 from models.weights import load_state_dict, locate_weights
 from pipeline.decode import decode_photo
+from pipeline.indexer import index_library
 from pipeline.inference import ModelPlan, working_size
 from pipeline.job import CPU_BATCH
-from pipeline.indexer import index_library
+from pipeline.parquet_sink import parquet_dir, read_part
 from pipeline.settings import IndexSettings
+from pipeline.store import IndexStore
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval" / "imagenet-samples"
 SIZES = {"12MP": (4000, 3000), "2MP": (1600, 1200)}
@@ -289,9 +291,6 @@ def _baseline(wrappers, paths: list[Path], size: int, db_path: Path) -> float:
 
 def _commit_batching(index: Path) -> None:
     """Re-commit the pipeline's real results: one photo per transaction vs 500."""
-    from pipeline.parquet_sink import parquet_dir, read_part
-    from pipeline.store import IndexStore
-
     parts = sorted(parquet_dir(index).glob("*.parquet"))
     rows = [r for p in parts for r in read_part(parquet_dir(index), p.name).to_pylist()]
     photo_rows = [{**{k: r[k] for k in ("size", "mtime_ns", "width", "height", "fingerprint")},

@@ -187,7 +187,7 @@ def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[Mod
             "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
                                    mask_size=settings.mask_size),
             "cpu_threads": None if gpus else settings.model_threads or max(1, round(2 * settings.actor_cpus)),
-            "gpu": ComputeOptions(settings.precision, settings.channels_last),
+            "compute": ComputeOptions(settings.precision, settings.channels_last),
         },
         batch_size=1 if one_by_one else settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
         batch_format="numpy",

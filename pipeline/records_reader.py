@@ -6,8 +6,8 @@ Each indexed photo has exactly one row, in the part SQLite names for it, so call
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 

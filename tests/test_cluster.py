@@ -20,9 +20,9 @@ import pytest
 from pipeline.indexer import index_library
 from pipeline.inference import RESULT_SCHEMA
 from pipeline.parquet_sink import parquet_dir
+from pipeline.settings import IndexSettings
 from pipeline.store import IndexStore
 from pipeline.writer import IndexWriter, ModelKey
-from pipeline.settings import IndexSettings
 from tests.conftest import ROOT, copy_photos
 from tests.local_cluster import LocalCluster
 from tests.test_incremental import index_state

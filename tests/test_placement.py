@@ -51,7 +51,7 @@ def _decoded(photos) -> dict[str, np.ndarray]:
 
 def _stage(device_options: ComputeOptions) -> InferenceStage:
     plans = [ModelPlan("classify", get_spec("efficientnet_lite0"))]
-    return InferenceStage(plans, None, TaskOptions(top_k=5), cpu_threads=1, gpu=device_options)
+    return InferenceStage(plans, None, TaskOptions(top_k=5), cpu_threads=1, compute=device_options)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU path")
