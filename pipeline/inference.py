@@ -28,6 +28,10 @@ from models.registry import ModelSpec
 from models.tasks import TASK_WRAPPERS, TaskOptions
 from models.weights import load_state_dict
 from pipeline.plan import WorkItem
+from pipeline.settings import IndexSettings
+
+GPU_BATCH, CPU_BATCH = 32, 4
+"""Default images per model call (``IndexSettings.batch_size``)."""
 
 BASE_FIELDS = [
     pa.field("path", pa.string(), nullable=False),
@@ -76,6 +80,20 @@ def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if bf16_supported else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def stage_arguments(settings: IndexSettings, plans: Sequence[ModelPlan], gpus: int,
+                    default_threads: int) -> dict[str, object]:
+    """Keyword arguments of :class:`InferenceStage` for a run: the same on Ray and in-process.
+
+    ``default_threads`` is the CPU threads a model gets unless ``model_threads`` says."""
+    return {
+        "plans": list(plans), "weights_dir": settings.weights_dir,
+        "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
+                               mask_size=settings.mask_size),
+        "cpu_threads": None if gpus else settings.model_threads or default_threads,
+        "compute": ComputeOptions(settings.precision, settings.channels_last),
+    }
 
 
 def pick_device() -> str:

@@ -30,24 +30,33 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
+import ray.data  # now: its log handlers take the terminal's stderr before RayOutput moves it
 
-from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
-from pipeline.inference import ComputeOptions, InferenceStage, ModelPlan, failed_rows, working_size
+from pipeline.errors import ModelError
+from pipeline.inference import (  # noqa: F401 - the batch sizes are re-exported
+    CPU_BATCH,
+    GPU_BATCH,
+    InferenceStage,
+    ModelPlan,
+    failed_rows,
+    stage_arguments,
+    working_size,
+)
 from pipeline.plan import WorkItem
+from pipeline.ray_connect import RayOutput, join, start_local
 from pipeline.settings import IndexSettings
 
 MAX_BLOCKS = 20_000
 DECODE_TASK_MEMORY = 256 * 1024 * 1024
 """Bytes a decode task reserves: a 12 MP JPEG decodes to ~36 MB, plus the batch's output."""
-GPU_BATCH, CPU_BATCH = 32, 4
-"""Default images per model call (``IndexSettings.batch_size``)."""
 WORKER_STAGE = "worker"
 """The error stage of a photo whose Ray worker died on it every time."""
 
@@ -60,35 +69,54 @@ def local_gpu_count() -> int:
 
 
 class RaySession:
-    """Ray for one run: joins ``address`` or starts a local Ray, and stops only what it started."""
+    """Ray for one run: joins ``address`` or starts a local Ray, and stops only what it started.
+
+    While it runs, Ray's own output goes to a log file (:class:`~pipeline.ray_connect.RayOutput`),
+    not to the user's terminal. Ray Data settings are made per dataset (:func:`_stream`),
+    never on the process-wide ``DataContext``.
+    """
 
     def __init__(self, settings: IndexSettings) -> None:
         self.started = False
-        for name in ("ray", "ray.data"):  # Ray's start-up chatter is not for photo users
-            logging.getLogger(name).setLevel(logging.ERROR)
-        if not ray.is_initialized():
-            kwargs = {} if settings.address else {"num_cpus": settings.ray_num_cpus}
-            ray.init(address=settings.address, include_dashboard=False,
-                     logging_level=logging.ERROR, log_to_driver=False, **kwargs)
-            self.started = True
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # the CLI draws one bar for the whole run
-        context.print_on_execution_start = False
-        # A block whose task failed for good is dropped, not fatal: run_pipeline finds its
-        # photos missing and deals with them.
-        context.max_errored_blocks = -1
+        self.output: RayOutput | None = None
         for handler in logging.getLogger("ray.data").handlers:
             if handler.get_name() == "console":  # Ray Data's own file log keeps everything
                 # CRITICAL: a dropped block is logged as an ERROR with a traceback, which
                 # reads like a crash; its photos end as error rows the summary shows.
                 handler.setLevel(logging.CRITICAL)
+        if ray.is_initialized():
+            return
+        self.output = RayOutput()
+        self.output.start()
+        try:
+            if settings.address:
+                join(settings.address)
+            else:
+                start_local(settings.ray_num_cpus)
+        except BaseException:
+            self.output.stop()
+            raise
+        self.started = True
 
     def gpus(self) -> int:
         return int(ray.cluster_resources().get("GPU", 0))
 
     def close(self) -> None:
-        if self.started:
-            ray.shutdown()
+        try:
+            if self.started:
+                ray.shutdown()
+        finally:
+            if self.output is not None:
+                self.output.stop()
+
+
+def configure(context: ray.data.DataContext) -> None:
+    """Ray Data settings of one run's datasets (``dataset.context``: their own copy)."""
+    context.enable_progress_bars = False  # the CLI draws one bar for the whole run
+    context.print_on_execution_start = False
+    # A block whose task failed for good is dropped, not fatal: run_pipeline finds its
+    # photos missing and deals with them.
+    context.max_errored_blocks = -1
 
 
 @dataclass(frozen=True)
@@ -153,16 +181,47 @@ def _stream(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence[M
         for w in work
     ]
     dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows_per_block))
+    configure(dataset.context)
     with warnings.catch_warnings():
         # Ray 2.60 deprecates **ray_remote_args but has no named parameter for retries
         # after a worker death (max_retries, max_task_retries); revisit before Ray 2.64.
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         results = _map(dataset, settings, plans, gpus, one_by_one)
-    for table in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for table in _model_errors_raised(results.iter_batches(batch_size=None, batch_format="pyarrow")):
         for path in table["path"].to_pylist():
             pending.pop(path, None)
         yield table
     return list(pending.values())
+
+
+def _model_errors_raised(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """``batches``, with a model that cannot load in an actor raised as :class:`ModelError`.
+
+    Ray wraps an exception from an actor's constructor in its own (an actor died, a
+    traceback from another process); the user needs only our message, and exit code 2.
+    """
+    try:
+        yield from batches
+    except (ray.exceptions.RayError, RuntimeError) as exc:
+        cause = _photos_error_in(exc)
+        if cause is None:
+            raise
+        raise ModelError(cause) from exc
+
+
+def _photos_error_in(exc: BaseException) -> str | None:
+    """The message of a ModelError raised inside Ray, found in ``exc`` or its causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModelError):
+            return str(current).strip().splitlines()[-1]
+        match = re.search(r"(?:ModelError|WeightsMissingError|UnknownModelError): (.+)", str(current))
+        if match:
+            return match.group(1).strip()
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[ModelPlan], gpus: int,
@@ -182,13 +241,8 @@ def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[Mod
     placement = plan_placement(settings, ray.cluster_resources(), gpu=gpus > 0)
     return decoded.map_batches(
         InferenceStage,
-        fn_constructor_kwargs={
-            "plans": list(plans), "weights_dir": settings.weights_dir,
-            "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
-                                   mask_size=settings.mask_size),
-            "cpu_threads": None if gpus else settings.model_threads or max(1, round(2 * settings.actor_cpus)),
-            "compute": ComputeOptions(settings.precision, settings.channels_last),
-        },
+        fn_constructor_kwargs=stage_arguments(settings, plans, gpus,
+                                              default_threads=max(1, round(2 * settings.actor_cpus))),
         batch_size=1 if one_by_one else settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH),
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=placement.actors),

@@ -61,6 +61,12 @@ class RunPlan:
     new: int = 0
     changed: int = 0
     rerun: int = 0
+    moved_rerun: int = 0  # moved, and a task to re-run with a new model: in ``todo``
+
+    @property
+    def moved(self) -> int:
+        """Moved photos: those that only moved and those that moved and need a model re-run."""
+        return len(self.moves) + self.moved_rerun
 
     @property
     def seen(self) -> int:
@@ -161,6 +167,7 @@ def plan_run(
             moved.add(old)
             missing = tasks_to_run(known[old].models, wanted)
             (plan.todo if missing else plan.moves).append(WorkItem(item, missing, previous_path=old))
+            plan.moved_rerun += bool(missing)
         new_files = remaining
         vanished = [p for p in vanished if p not in moved]
     plan.deleted = sorted(vanished)

@@ -122,6 +122,12 @@ class IndexSettings:
         False, "Keep the rows of photos that vanished from disk, marked deleted, instead of removing them."
     )
     retry_errors: bool = _setting(False, "Retry files that failed before even if they did not change.")
+    ray_min_photos: int = _setting(
+        200,
+        "Start Ray only when at least this many photos need the models, or --address is given; "
+        "a smaller run decodes in a child process and runs the models in this one (Ray's "
+        "start-up costs ~10 s on 2 cores). 0: always use Ray.",
+    )
     ray_num_cpus: int | None = _setting(
         None, "CPUs a locally started Ray may use. Default: all of this machine's."
     )

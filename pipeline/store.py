@@ -181,9 +181,9 @@ class IndexStore:
         missing (``create=False``) or is not a SQLite database.
         """
         path = Path(index_dir) / DB_NAME
-        if not create and not path.exists():
-            raise IndexStoreError(f"no index at {index_dir}: run `photos index FOLDER` first")
-        try:
+        try:  # every OS error about the path (too long, a file in the way, no access) is ours
+            if not create and not path.exists():
+                raise IndexStoreError(f"no index at {index_dir}: run `photos index FOLDER` first")
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(f"sqlite:///{path}")

@@ -140,7 +140,8 @@ class IndexWriter:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
         self.failed += len(failed)
-        self.moved += len(moves)
+        # A moved photo that also needed a model re-run came through the models, in ``ok``.
+        self.moved += len(moves) + sum(1 for r in ok if r["previous_path"] and r["previous_path"] != r["path"])
 
     def _rewrite_parts(self, paths: set[str]) -> tuple[list[PartRewrite], dict[str, dict[str, Any]]]:
         """New versions of the parts holding ``paths``, without them; and their old records."""
