@@ -215,11 +215,11 @@ def _photos_error_in(exc: BaseException) -> str | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ModelError):
-            return str(current).strip().splitlines()[-1]
         match = re.search(r"(?:ModelError|WeightsMissingError|UnknownModelError): (.+)", str(current))
-        if match:
+        if match:  # Ray's exceptions carry the remote one as text (its traceback)
             return match.group(1).strip()
+        if isinstance(current, ModelError):
+            return str(current)
         current = current.__cause__ or current.__context__
     return None
 
