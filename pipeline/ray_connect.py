@@ -34,6 +34,8 @@ from pipeline.errors import ClusterError
 
 PROBE_TIMEOUT_S = 5.0
 """How long a TCP connect to ``--address`` may take before it counts as unreachable."""
+GCS_RETRIES_ENV, GCS_RETRIES = "RAY_gcs_server_port_wait_time_s", 5
+"""Ray's connect attempts (one a second) to a cluster's GCS; Ray's default is 20."""
 
 
 class RayOutput:
@@ -94,11 +96,18 @@ def join(address: str) -> None:
 
     probe(address)
     use_cluster_token()
+    # The address answered the probe, so Ray's 20 one-second retries (for a head still
+    # starting) only delay the message when it refuses us (a token, versions): a few do.
+    saved = os.environ.get(GCS_RETRIES_ENV)
+    os.environ.setdefault(GCS_RETRIES_ENV, str(GCS_RETRIES))
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                  log_to_driver=False, configure_logging=True)
     except Exception as exc:
         raise cluster_error(exc, address) from exc
+    finally:
+        if saved is None:
+            os.environ.pop(GCS_RETRIES_ENV, None)
 
 
 def probe(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
