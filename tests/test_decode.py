@@ -22,20 +22,43 @@ def test_large_jpeg_decodes_small_with_shorter_side_at_image_size(tmp_path: Path
     assert photo.pixels.dtype == np.uint8 and photo.pixels.shape == (SIZE, 341, 3)
 
 
+def _asymmetric() -> np.ndarray:
+    """60x30 pixels, red rising left to right and green top to bottom: every flip and
+    rotation of it is a different image, so each EXIF orientation has its own answer."""
+    x = np.linspace(0, 255, 60)[None, :].repeat(30, axis=0)
+    y = np.linspace(0, 255, 30)[:, None].repeat(60, axis=1)
+    return np.dstack([x, y, np.full_like(x, 128)]).astype(np.uint8)
+
+
+def _expected(orientation: int) -> np.ndarray:
+    pixels = _asymmetric()
+    return np.asarray(Image.fromarray(pixels).transpose(_TRANSPOSE[orientation])) if orientation > 1 else pixels
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape != b.shape or np.abs(a.astype(int) - b.astype(int)).mean() > 30
+
+
+def test_every_orientation_of_the_test_image_is_distinct():
+    for first in range(1, 9):
+        for second in range(first + 1, 9):
+            assert _differ(_expected(first), _expected(second)), (first, second)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied(tmp_path: Path, orientation: int):
-    # A 60x30 image, left half black, right half white, tagged with `orientation`.
-    pixels = np.zeros((30, 60, 3), np.uint8)
-    pixels[:, 30:] = 255
     exif = Image.Exif()
     exif[0x0112] = orientation
     path = tmp_path / f"o{orientation}.jpg"
-    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    Image.fromarray(_asymmetric()).save(path, exif=exif, quality=95)
     photo = decode_photo(str(path), SIZE, LIMIT)
     rotated = orientation in (5, 6, 7, 8)
     assert (photo.width, photo.height) == ((30, 60) if rotated else (60, 30))
-    expected = np.asarray(Image.fromarray(pixels).transpose(_TRANSPOSE[orientation])) if orientation > 1 else pixels
+    expected = _expected(orientation)
+    assert photo.pixels.shape == expected.shape
     assert np.abs(photo.pixels.astype(int) - expected.astype(int)).mean() < 10
+    for other in set(range(1, 9)) - {orientation}:  # and it is not what another orientation gives
+        assert _differ(photo.pixels, _expected(other)), other
 
 
 _TRANSPOSE = {
