@@ -194,7 +194,7 @@ class IndexStore:
                 store._create_schema()
             else:
                 store.schema_version()
-        except (OSError, OperationalError, DatabaseError) as exc:
+        except (OSError, ValueError, OperationalError, DatabaseError) as exc:  # ValueError: a NUL byte
             raise IndexStoreError(f"cannot open the index database {path}: {_reason(exc)}") from exc
         return store
 

@@ -11,12 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from hypothesis import settings
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_DIR = ROOT.parent / "shared" / "eval" / "imagenet-samples"
 NOBODY = 65534
 """uid and gid of the ordinary user that permission tests run as."""
+
+# Hypothesis: the same examples every run ("ci", the default: a failure in CI reproduces
+# anywhere), or a longer random search for new failures (PHOTOS_FUZZ=long; see README).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("long", derandomize=False, print_blob=True)
+FUZZ_PROFILE = os.environ.get("PHOTOS_FUZZ", "ci")
+settings.load_profile(FUZZ_PROFILE)
 
 
 @pytest.fixture(scope="session")
