@@ -95,7 +95,7 @@ class Timed:
         self.module, self.name, self.seconds = module, name, 0.0
         self.original: Callable[..., Any] = getattr(module, name)
 
-    def __enter__(self) -> Timed:
+    def __enter__(self) -> Timed:  # noqa: PYI034 - a plain class, not subclassed
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:

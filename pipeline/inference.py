@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +84,7 @@ def autocast_dtype(precision: str, bf16_supported: bool) -> torch.dtype | None:
 
 
 def stage_arguments(settings: IndexSettings, plans: Sequence[ModelPlan], gpus: int,
-                    default_threads: int) -> dict[str, object]:
+                    default_threads: int) -> dict[str, Any]:
     """Keyword arguments of :class:`InferenceStage` for a run: the same on Ray and in-process.
 
     ``default_threads`` is the CPU threads a model gets unless ``model_threads`` says."""

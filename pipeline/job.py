@@ -32,7 +32,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -41,7 +41,7 @@ import ray.data  # now: its log handlers take the terminal's stderr before RayOu
 
 from pipeline.decode import decode_batch
 from pipeline.errors import ModelError
-from pipeline.inference import (  # noqa: F401 - the batch sizes are re-exported
+from pipeline.inference import (
     CPU_BATCH,
     GPU_BATCH,
     InferenceStage,
@@ -194,7 +194,7 @@ def _stream(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence[M
     return list(pending.values())
 
 
-def _model_errors_raised(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
+def _model_errors_raised(batches: Iterable[pa.Table]) -> Iterator[pa.Table]:
     """``batches``, with a model that cannot load in an actor raised as :class:`ModelError`.
 
     Ray wraps an exception from an actor's constructor in its own (an actor died, a

@@ -30,8 +30,15 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.decode import decode_batch
-from pipeline.inference import (CPU_BATCH, GPU_BATCH, InferenceStage, ModelPlan, failed_rows,
-                                stage_arguments, working_size)
+from pipeline.inference import (
+    CPU_BATCH,
+    GPU_BATCH,
+    InferenceStage,
+    ModelPlan,
+    failed_rows,
+    stage_arguments,
+    working_size,
+)
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 

@@ -156,7 +156,7 @@ def cluster_error(exc: BaseException, address: str) -> ClusterError:
     """One line that says what went wrong joining ``address`` and how to fix it."""
     text = "\n".join(f"{type(e).__name__}: {e}" for e in _chain(exc))
     version = re.search(r"The cluster was started with:\s*Ray: (\S+)\s*Python: (\S+)\s*"
-                        r"This process.*?was started with:\s*Ray: (\S+)\s*Python: (\S+)", text, re.S)
+                        r"This process.*?was started with:\s*Ray: (\S+)\s*Python: (\S+)", text, re.DOTALL)
     if version:
         ray_c, py_c, ray_me, py_me = version.groups()
         return ClusterError(
@@ -165,7 +165,7 @@ def cluster_error(exc: BaseException, address: str) -> ClusterError:
             "or restart the cluster with this machine's versions."
         )
     if "AuthenticationError" in text or re.search(r"auth(entication)? token|RAY_AUTH_MODE|Unauthenticated",
-                                                   text, re.I):
+                                                   text, re.IGNORECASE):
         return ClusterError(
             f"the Ray cluster at {address} requires an authentication token, and this machine has none or "
             "another one. Copy the head node's ~/.ray/auth_token to this machine's ~/.ray/auth_token "

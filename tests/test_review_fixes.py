@@ -59,7 +59,7 @@ def test_the_plan_counts_a_moved_photo_that_needs_a_model_rerun():
 
 def test_the_summary_counts_a_moved_photo_that_needs_a_model_rerun(tmp_path, eval_photos):
     library = tmp_path / "photos"
-    a, b = copy_photos(eval_photos[:2], library)
+    a, _ = copy_photos(eval_photos[:2], library)
     index = tmp_path / "index"
     assert index_library(_settings(library, index)).indexed == 2
     os.rename(a, library / "renamed.JPEG")

@@ -25,7 +25,7 @@ OUR_LINES = ("Scanned ", "WARNING: ", "The other tasks run now", "Error: ")
 def photos(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real `photos` CLI in a fresh Python process."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-c", "from jobs.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from jobs.cli import main; main()", *args], check=False,
                           capture_output=True, text=True, env=environment, timeout=timeout)
 
 
