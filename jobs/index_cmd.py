@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -58,11 +59,8 @@ class _ProgressBar:
 
     def skipped(self, tasks: dict[str, str]) -> None:
         for task, message in tasks.items():
-            click.secho(f"WARNING: skipping {task}: {message}", fg="yellow", err=True)
-        if tasks:
-            click.secho("The other tasks run now; a later run with the weights adds the skipped tasks to "
-                        "these photos (`photos status` shows coverage; --strict-models makes this an error).",
-                        fg="yellow", err=True)
+            for line in warning_lines(task, message):
+                click.secho(line, fg="yellow", err=True)
 
     def advanced(self, photos: int) -> None:
         if self.bar is not None:
@@ -71,6 +69,24 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def warning_lines(task: str, message: str) -> list[str]:
+    """A skipped task's warning in two lines: what is missing, and the fix.
+
+    ``message`` is the library's full :class:`WeightsMissingError` text (every folder
+    looked in, the download error), which `photos models list` and --strict-models show.
+    """
+    found = re.match(r"weights for (\S+) \((\S+)\) not found", message)
+    if not found:
+        return [f"WARNING: skipping {task}: {message}"]
+    name, file_name = found.groups()
+    why = "download failed" if "download from" in message else "no download address"
+    return [
+        f"WARNING: skipping {task}: no weights for {name} here ({file_name}; {why}).",
+        f"  Fix: `photos models download {name} --to DIR` where there is internet, then --weights-dir DIR; "
+        f"a later run adds {task} to these photos.",
+    ]
 
 
 def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import ROOT, copy_photos, write_image
 from tests.crashing_decoder import write_crashing_file
 
-OUR_LINES = ("Scanned ", "WARNING: ", "The other tasks run now", "Error: ")
+OUR_LINES = ("Scanned ", "WARNING: ", "Fix: ", "Error: ")
 """How each line this program writes to stderr starts (progress bar lines aside)."""
 
 
@@ -64,6 +64,19 @@ def test_index_prints_only_our_own_lines_and_gives_the_same_index(small_library,
     rerun = photos("index", str(small_library), "--index", str(index), "--models", "classify")
     assert rerun.returncode == 0 and "unchanged  9" in rerun.stdout
     assert foreign_lines(rerun.stderr) == [], rerun.stderr
+
+
+def test_a_missing_weights_warning_takes_two_lines_and_names_the_fix(tmp_path):
+    write_image(tmp_path / "photos" / "a.jpg", fmt="JPEG")
+    result = photos("index", str(tmp_path / "photos"), "--index", str(tmp_path / "index"),
+                    "--models", "classify,detect", "--detector", "ssdlite320_mobilenet_v3_large", "--quiet",
+                    env={"TORCH_HOME": str(tmp_path / "no-hub")})  # no weights, no network here
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.strip()][:2]
+    assert warning[0].startswith("WARNING: skipping detect: no weights for ssdlite320_mobilenet_v3_large here")
+    assert "photos models download ssdlite320_mobilenet_v3_large --to DIR" in warning[1]
+    assert "--weights-dir DIR" in warning[1]
+    assert foreign_lines(result.stderr) == [], result.stderr
 
 
 def test_a_decoder_crash_in_process_costs_one_error_row(tmp_path, eval_photos):
