@@ -84,8 +84,8 @@ def warning_lines(task: str, message: str) -> list[str]:
     why = "download failed" if "download from" in message else "no download address"
     return [
         f"WARNING: skipping {task}: no weights for {name} here ({file_name}; {why}).",
-        f"  Fix: `photos models download {name} --to DIR` where there is internet, then --weights-dir DIR; "
-        f"a later run adds {task} to these photos.",
+        (f"  Fix: `photos models download {name} --to DIR` where there is internet, then --weights-dir DIR; "
+         f"a later run adds {task} to these photos."),
     ]
 
 
