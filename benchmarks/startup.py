@@ -2,6 +2,7 @@
 
     python -m benchmarks.startup                      # 16 photos, classify, 3 runs each way
     python -m benchmarks.startup --photos 64 --runs 5
+    python -m benchmarks.startup --baseline /tmp/main     # also time another checkout's CLI
 
 Each run is a fresh `photos index` process (a new Python, nothing imported or started
 beforehand) on copies of ``../shared/eval`` photos into a new index, as a user runs it.
@@ -12,6 +13,10 @@ load:
   models in the CLI's process, no Ray;
 - **ray** (``--ray-min-photos 0``, what every run did before): start a local Ray, plan a
   Ray Data pipeline, start a model actor.
+
+- **baseline** (with ``--baseline DIR``): the CLI of another checkout of this project,
+  e.g. ``git archive <commit> | tar -x -C DIR`` of the code before a change, run the same
+  way, for a before/after measured under the same load.
 
 For each it prints the median (and min, max) of: seconds from process start to the
 first progress update (the bar's first photo), seconds end to end (process exit), and,
@@ -37,9 +42,10 @@ PROGRESS = re.compile(rb"\b([1-9]\d*)/\d+ \[")
 """A tqdm update with at least one photo done: "  4/16 [00:03<...]"."""
 
 
-def run_cli(args: list[str]) -> tuple[float | None, float, int, bytes]:
-    """(seconds to the first progress update, seconds to exit, exit code, stderr) of one run."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_cli(args: list[str], root: Path = ROOT) -> tuple[float | None, float, int, bytes]:
+    """(seconds to the first progress update, seconds to exit, exit code, stderr) of one run
+    of the CLI of the checkout at ``root``."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "from jobs.cli import main; main()", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -66,6 +72,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="classify")
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout's CLI to time too")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="photos-startup-"))
@@ -74,14 +81,16 @@ def main() -> None:
         library.mkdir()
         for src in sorted(EVAL_DIR.iterdir())[:: max(1, 1000 // args.photos)][: args.photos]:
             shutil.copy(src, library / src.name)
-        ways = {"in-process": [], "ray": ["--ray-min-photos", "0"]}
+        ways: dict[str, tuple[list[str], Path]] = {"in-process": ([], ROOT), "ray": (["--ray-min-photos", "0"], ROOT)}
+        if args.baseline:
+            ways["baseline"] = ([], args.baseline.resolve())
         first: dict[str, list[float]] = {w: [] for w in ways}
         total: dict[str, list[float]] = {w: [] for w in ways}
         for run in range(args.runs):
-            for way, extra in ways.items():
+            for way, (extra, root) in ways.items():
                 index = base / f"index-{way}-{run}"
                 started, seconds, code, err = run_cli(
-                    ["index", str(library), "--index", str(index), "--models", args.models, *extra])
+                    ["index", str(library), "--index", str(index), "--models", args.models, *extra], root)
                 if code != 0 or started is None:
                     raise SystemExit(f"{way} run failed (exit {code}):\n{err.decode(errors='replace')[-2000:]}")
                 first[way].append(started)
@@ -93,9 +102,15 @@ def main() -> None:
         print(f"\n{args.photos} photos, --models {args.models}, {os.cpu_count()} CPUs, median of {args.runs}:")
         for way in ways:
             print(f"  {way:10s} first progress {describe(first[way])}   end to end {describe(total[way])}")
-        ratio = statistics.median(total["ray"]) / statistics.median(total["in-process"])
-        print(f"  end to end, ray / in-process: {ratio:.2f}x")
+        for way in ways:
+            if way != "in-process":
+                ratio = statistics.median(total[way]) / statistics.median(total["in-process"])
+                print(f"  end to end, {way} / in-process: {ratio:.2f}x")
         print(f"  unchanged re-run (no Ray): {rerun:.1f} s (exit {code})")
+        if args.baseline:
+            _, old, code, _ = run_cli(["index", str(library), "--index", str(base / "index-baseline-0"),
+                                       "--models", args.models], args.baseline.resolve())
+            print(f"  unchanged re-run, baseline: {old:.1f} s (exit {code})")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
