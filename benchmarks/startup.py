@@ -44,11 +44,12 @@ PROGRESS = re.compile(rb"\b([1-9]\d*)/\d+ \[")
 
 def run_cli(args: list[str], root: Path = ROOT) -> tuple[float | None, float, int, bytes]:
     """(seconds to the first progress update, seconds to exit, exit code, stderr) of one run
-    of the CLI of the checkout at ``root``."""
+    of the CLI of the checkout at ``root`` (also the working directory: ``python -c`` puts
+    it first on ``sys.path``)."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "from jobs.cli import main; main()", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=root)
     assert proc.stderr is not None
     first: float | None = None
     err = b""
