@@ -66,6 +66,11 @@ def _pool() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
 
 
+AHEAD = 4
+"""Batches the child decodes ahead of the model: enough to keep it busy, few enough that
+decoded pixels never pile up in memory (a 520 px working image is ~1 MB)."""
+
+
 class _Decoder:
     """Decodes ``work`` in a child process, batch after batch, from construction on."""
 
@@ -74,28 +79,37 @@ class _Decoder:
         self.args = (image_size, max_pixels)
         self.lost: list[WorkItem] = []
         self.pool = _pool()
-        self.futures = self._submit(self.chunks)
+        self.futures: dict[int, Future] = {}
+        self._submit_from(0)
 
-    def _submit(self, chunks: list[list[WorkItem]]) -> list[Future]:
-        return [self.pool.submit(decode_batch, _batch(c), *self.args) for c in chunks]
+    def _submit_from(self, first: int) -> None:
+        """Submit the batches from ``first`` on that are not submitted, up to AHEAD of it."""
+        for i in range(first, min(first + AHEAD, len(self.chunks))):
+            if i not in self.futures:
+                self.futures[i] = self.pool.submit(decode_batch, _batch(self.chunks[i]), *self.args)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         """Decoded batches in order; a batch whose child died goes to ``lost``."""
         try:
-            i = 0
-            while i < len(self.chunks):
+            for i in range(len(self.chunks)):
                 try:
-                    yield self.futures[i].result()
+                    batch = self.futures.pop(i).result()
                 except BrokenProcessPool:
                     # One child decodes in order, so the batch awaited is the one it died
                     # on; the batches queued behind it died unstarted: submit them again.
                     self.lost.extend(self.chunks[i])
                     self.pool.shutdown(wait=True, cancel_futures=True)
                     self.pool = _pool()
-                    self.futures[i + 1:] = self._submit(self.chunks[i + 1:])
-                i += 1
+                    self.futures.clear()
+                    self._submit_from(i + 1)
+                    continue
+                self._submit_from(i + 1)  # the child decodes on while the model runs
+                yield batch
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_local(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence[ModelPlan],
@@ -107,7 +121,11 @@ def run_local(work: Sequence[WorkItem], settings: IndexSettings, plans: Sequence
     image_size = working_size(plans, settings.image_size)
     batch_size = settings.batch_size or (GPU_BATCH if gpus else CPU_BATCH)
     decoder = _Decoder(work, batch_size, image_size, settings.max_pixels)
-    stage = InferenceStage(**stage_arguments(settings, plans, gpus, default_threads=local_threads(settings)))
+    try:
+        stage = InferenceStage(**stage_arguments(settings, plans, gpus, default_threads=local_threads(settings)))
+    except BaseException:
+        decoder.close()  # a model that cannot load: stop the child too
+        raise
     for batch in decoder:
         yield stage(batch)
     if decoder.lost:  # one photo per batch: only the photo that kills its child is lost
