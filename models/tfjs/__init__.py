@@ -16,18 +16,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import fx
+import torch
+from torch import fx, nn
 
 from models.tfjs.builder import add_converter, build_graph_module, supported_ops
 from models.tfjs.reader import GraphModel, read_graph_model
 
-__all__ = ["GraphModel", "add_converter", "load_graph_model", "read_graph_model", "supported_ops"]
+__all__ = ["GraphModel", "TfjsGraph", "add_converter", "load_graph_model", "read_graph_model", "supported_ops"]
 
 
-def load_graph_model(json_path: str | Path, bin_path: str | Path | list[Path] | None = None) -> fx.GraphModule:
+class TfjsGraph(nn.Module):
+    """A converted graph (``self.graph``, a ``torch.fx.GraphModule``) with the TF names of
+    its inputs and outputs; ``forward(*inputs)`` returns {output name: tensor}."""
+
+    def __init__(self, graph: fx.GraphModule, input_names: list[str], output_names: list[str]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.input_names = input_names
+        self.output_names = output_names
+
+    def forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.graph(*inputs)
+
+
+def load_graph_model(json_path: str | Path, bin_path: str | Path | list[Path] | None = None) -> TfjsGraph:
     """The TF.js graph model ``json_path`` (weights from ``bin_path``, by default the
-    manifest's shards beside the JSON) as a module: ``forward(*inputs)`` returns a dict
-    of output name -> tensor.
+    manifest's shards beside the JSON) as a :class:`TfjsGraph`.
 
     Raises :class:`pipeline.errors.ModelFileError` for a damaged or inconsistent file and
     :class:`pipeline.errors.UnsupportedModelError` for an op the converter lacks, both
@@ -40,7 +54,4 @@ def load_graph_model(json_path: str | Path, bin_path: str | Path | list[Path] | 
     else:
         shards = [Path(bin_path)]
     model = read_graph_model(Path(json_path), shards)
-    module = build_graph_module(model)
-    module.input_names = list(model.inputs)  # type: ignore[assignment]
-    module.output_names = list(model.outputs)  # type: ignore[assignment]
-    return module
+    return TfjsGraph(build_graph_module(model), list(model.inputs), list(model.outputs)).eval()

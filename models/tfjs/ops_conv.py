@@ -75,8 +75,10 @@ def pad_nchw(x: torch.Tensor, pads: tuple[int, int, int, int], value: float) -> 
 
 def _conv(builder: GraphBuilder, node: Node, x: Value, kernel: Value, bias: Value | None,
           depthwise: bool) -> Value:
-    if kernel.rank != 4 or not kernel.is_const:
-        raise ConversionError("the kernel must be a constant 4-d tensor")
+    if not kernel.is_const:
+        raise ConversionError("the kernel must be a constant")
+    if kernel.rank != 4:
+        raise ValueError(f"the kernel has shape {list(kernel.shape)}, not 4-d")
     x = _nchw_input(builder, node, x)
     kh, kw, cin, cout = kernel.example.shape
     stride, dilation = _spatial(node, "strides", 1), _spatial(node, "dilations", 1)
@@ -90,7 +92,7 @@ def _conv(builder: GraphBuilder, node: Node, x: Value, kernel: Value, bias: Valu
         weight = kernel.example.permute(2, 3, 0, 1).reshape(cin * cout, 1, kh, kw)
     else:
         if channels % cin:
-            raise ConversionError(f"input has {channels} channels, kernel expects a multiple of {cin}")
+            raise ValueError(f"input has {channels} channels, kernel expects a multiple of {cin}")
         groups, out_channels = channels // cin, cout
         weight = kernel.example.permute(3, 2, 0, 1)
     conv = nn.Conv2d(channels, out_channels, (kh, kw), stride, (pads[0], pads[2]) if symmetric else 0,
