@@ -281,6 +281,9 @@ def build_graph_module(model: GraphModel) -> fx.GraphModule:
         raise UnsupportedModelError(f"{source}: the graph has no input (Placeholder)")
     builder.graph.output(outputs)
     module = fx.GraphModule(builder.root, builder.graph, class_name="TfjsGraphModule")
+    from models.tfjs.optimize import fold_into_convs
+
+    fold_into_convs(module)
     module.eval()
     return module
 
