@@ -55,7 +55,7 @@ def main() -> None:
     for threshold in sorted({float(t) for t in args.thresholds.split(",")}):
         boxes = hits = 0
         for image_id, objects in predictions.items():
-            kept = [o for o in objects if o["score"] >= threshold]
+            kept = [o for o in objects if float(o["score"]) >= threshold]
             boxes += len(kept)
             hits += match_boxes(kept, truth[image_id], 0.5)
         p, r = hits / max(boxes, 1), hits / max(annotations, 1)
@@ -68,7 +68,7 @@ def main() -> None:
             continue
         boxes = hits = 0
         for image_id, objects in predictions.items():
-            kept = [o for o in objects if o["score"] >= args.per_class_at and o["label"] == label]
+            kept = [o for o in objects if float(o["score"]) >= args.per_class_at and o["label"] == label]
             boxes += len(kept)
             hits += match_boxes(kept, [t for t in truth[image_id] if t[0] == label], 0.5)
         print(f"{label:<16} {count:11d}  {boxes:5d}  {hits:7d}  {hits / max(boxes, 1):9.3f}  {hits / count:6.3f}")
