@@ -24,6 +24,18 @@ def wrapper_for(task: str, spec: ModelSpec) -> type[ModelWrapper]:
     return spec.wrapper() if spec.wrapper is not None else TASK_WRAPPERS[task]
 
 
+def wrapper_named(task: str, model: str) -> type[ModelWrapper]:
+    """:func:`wrapper_for` by model name; the task's own wrapper for a name the registry
+    does not know (a spec given directly, e.g. a fine-tuned model)."""
+    from models.registry import get_spec
+    from pipeline.errors import UnknownModelError
+
+    try:
+        return wrapper_for(task, get_spec(model))
+    except UnknownModelError:
+        return TASK_WRAPPERS[task]
+
+
 @dataclass(frozen=True)
 class TaskOptions:
     """Per-task knobs, one object for every wrapper; each reads the ones it needs."""
