@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from models.registry import ModelSpec, default_model, get_spec
-from models.tasks import TASK_WRAPPERS, TaskOptions
+from models.tasks import TaskOptions, wrapper_for
 from models.untrained import save_untrained
 from models.weights import load_state_dict, locate_weights
 from pipeline.decode import decode_photo
@@ -164,7 +164,7 @@ def main() -> None:
         wrappers = []
         print("\nmodel alone on pre-decoded images               img/s")
         for task, spec in specs.items():
-            wrapper = TASK_WRAPPERS[task](spec, load_state_dict(spec, weights, offline=True), "cpu", TaskOptions())
+            wrapper = wrapper_for(task, spec)(spec, load_state_dict(spec, weights, offline=True), "cpu", TaskOptions())
             wrapper.load()
             wrapper.model.to(memory_format=torch.channels_last)  # as the pipeline runs it
             wrapper.predict(images[:2], sizes[:2])  # warm-up

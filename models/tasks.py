@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from models.base import ModelWrapper
 from models.classify import Classifier
 from models.detect import Detector
+from models.registry import ModelSpec
 from models.segment import Segmenter
 
 TASK_WRAPPERS: dict[str, type[ModelWrapper]] = {
@@ -15,6 +16,24 @@ TASK_WRAPPERS: dict[str, type[ModelWrapper]] = {
     Segmenter.task: Segmenter,
 }
 """Task name -> wrapper, in the order the tasks run on each photo."""
+
+
+def wrapper_for(task: str, spec: ModelSpec) -> type[ModelWrapper]:
+    """The wrapper class that runs ``spec`` for ``task``: the task's own, unless the
+    model brings one (e.g. NanoDet, whose outputs are not torchvision's)."""
+    return spec.wrapper() if spec.wrapper is not None else TASK_WRAPPERS[task]
+
+
+def wrapper_named(task: str, model: str) -> type[ModelWrapper]:
+    """:func:`wrapper_for` by model name; the task's own wrapper for a name the registry
+    does not know (a spec given directly, e.g. a fine-tuned model)."""
+    from models.registry import get_spec
+    from pipeline.errors import UnknownModelError
+
+    try:
+        return wrapper_for(task, get_spec(model))
+    except UnknownModelError:
+        return TASK_WRAPPERS[task]
 
 
 @dataclass(frozen=True)

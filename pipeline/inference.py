@@ -26,7 +26,7 @@ import torch
 
 from models.base import ModelWrapper
 from models.registry import ModelSpec
-from models.tasks import TASK_WRAPPERS, TaskOptions
+from models.tasks import TASK_WRAPPERS, TaskOptions, wrapper_for
 from models.weights import load_state_dict
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
@@ -120,7 +120,7 @@ class InferenceStage:
         self.wrappers: list[ModelWrapper] = []
         for plan in plans:
             state_dict = load_state_dict(plan.spec, weights_dir, offline=True)
-            wrapper = TASK_WRAPPERS[plan.task](plan.spec, state_dict, device, options)
+            wrapper = wrapper_for(plan.task, plan.spec)(plan.spec, state_dict, device, options)
             wrapper.load()
             if compute.channels_last and wrapper.model is not None:
                 wrapper.model = wrapper.model.to(memory_format=torch.channels_last)

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.tasks import TASK_WRAPPERS
+from models.tasks import TASK_WRAPPERS, wrapper_named
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
@@ -198,7 +198,7 @@ def _label_rows(records: Iterable[dict[str, Any]]) -> Iterable[LabelRow]:
     for record in records:
         models = dict(record["models"])
         for task, model in models.items():
-            wrapper = TASK_WRAPPERS[task]
+            wrapper = wrapper_named(task, model)  # a model may bring its own labels_of
             if record[wrapper.column] is None:
                 continue
             for label, score in wrapper.labels_of(record[wrapper.column]):

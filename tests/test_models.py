@@ -14,14 +14,22 @@ from pipeline.decode import decode_photo
 from pipeline.errors import UnknownModelError, WeightsMissingError
 from tests.conftest import true_label
 
+HUMAN_MODELS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "human-models-3.0.4"
+
 
 @pytest.mark.parametrize("spec", all_specs(), ids=lambda s: s.name)
 def test_every_model_pins_its_weights_and_builds(spec):
     assert "DEFAULT" not in spec.weights_name
-    assert spec.sha256_prefix and spec.sha256_prefix in spec.file_name
-    model = spec.build()
+    if spec.build_from_files is not None:  # a TF.js graph: json + bin, each pinned by its full SHA-256
+        assert {name for name, _ in spec.sha256} == {spec.file_name, *spec.companion_files}
+        folder = HUMAN_MODELS
+        model = spec.build_from_files(folder / spec.file_name, folder / spec.companion_files[0])
+        expected = {"detect": 80, "segment": 2}[spec.task]  # COCO's 80 classes; background, person
+    else:
+        assert spec.sha256_prefix and spec.sha256_prefix in spec.file_name
+        model = spec.build()
+        expected = {"classify": 1000, "detect": 91, "segment": 21}[spec.task]  # ImageNet, COCO slots, VOC
     assert isinstance(model, torch.nn.Module)
-    expected = {"classify": 1000, "detect": 91, "segment": 21}[spec.task]  # ImageNet, COCO slots, VOC
     assert len(spec.categories) == expected
     if spec.task == "classify":
         assert spec.categories == imagenet_categories()

@@ -1,0 +1,80 @@
+"""Task wrappers for the TF.js models: NanoDet detects, Selfie segments people.
+
+They fill the same columns with the same records as ``models/detect.py`` and
+``models/segment.py`` (so search, show and eval need no change); only loading (from the
+verified ``X.json`` + ``X.bin``, see ``models/weights.ModelFiles``) and the model's own
+pre- and post-processing differ. The registry names them in ``ModelSpec.wrapper``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from models import nanodet, selfie
+from models.detect import Detector
+from models.segment import Segmenter
+from models.tasks import TaskOptions
+from models.weights import ModelFiles
+from pipeline.errors import ModelError
+
+
+def _build(wrapper: Detector | Segmenter) -> torch.nn.Module:
+    files = wrapper._state_dict
+    if not isinstance(files, ModelFiles) or wrapper.spec.build_from_files is None:
+        raise ModelError(f"{wrapper.spec.name} is built from its TF.js files; load it with models.weights")
+    json_path, bin_path = files.paths[0], files.paths[1]
+    return wrapper.spec.build_from_files(json_path, bin_path).eval().to(wrapper.device)
+
+
+class NanoDetDetector(Detector):
+    """COCO-80 boxes from NanoDet, in ``models/detect.py``'s record shape."""
+
+    def load(self) -> None:
+        if self.model is None:
+            self.model = _build(self)
+
+    def score_threshold(self) -> float:
+        """The run's ``--score-threshold``, or NanoDet's measured default where the run
+        keeps the default meant for torchvision's detectors."""
+        given = self.options.score_threshold
+        if given == TaskOptions.score_threshold and self.spec.default_score_threshold is not None:
+            return self.spec.default_score_threshold
+        return given
+
+    @torch.inference_mode()
+    def predict(self, images: list[np.ndarray],
+                sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, float | str]]]:
+        self.load()
+        assert self.model is not None
+        batch = nanodet.preprocess(images).to(self.device)
+        scores, boxes = self.model(batch.contiguous(memory_format=torch.channels_last))
+        return nanodet.detections(scores, boxes, self.original_sizes(images, sizes), self.score_threshold())
+
+
+class SelfieSegmenter(Segmenter):
+    """A person/background mask from MediaPipe Selfie, in ``models/segment.py``'s record shape.
+
+    Selfie separates a foreground from the background; it cannot say whether there is a
+    person. On the 32 coco64 photos without people it still marked 5% or more of 18 of
+    them "person", at mean confidence up to 0.97 (food, animals, vehicles). So its mask is
+    for cutting out people a detector found, and it gives search no labels.
+    """
+
+    @staticmethod
+    def labels_of(record: dict) -> Iterable[tuple[str, float]]:
+        """None: a Selfie mask is no evidence that a person is in the photo (see above)."""
+        return ()
+
+    def load(self) -> None:
+        if self.model is None:
+            self.model = _build(self)
+
+    @torch.inference_mode()
+    def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
+        self.load()
+        assert self.model is not None
+        probabilities = self.model(selfie.preprocess(images).to(self.device))
+        return selfie.masks(probabilities, self.original_sizes(images, sizes), self.options.mask_size)

@@ -1,0 +1,112 @@
+"""NanoDet and Selfie as the pipeline runs them: real weights on real COCO photos, found
+and verified by the weight lookup, giving detect/segment records in the photo's pixels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import nanodet, selfie
+from models.base import ModelWrapper
+from models.registry import get_spec
+from models.segment import decode_mask
+from models.tasks import TaskOptions, wrapper_for
+from models.tfjs_tasks import NanoDetDetector, SelfieSegmenter
+from models.weights import ModelFiles, fetch_weights, load_state_dict, locate_weights
+from pipeline.errors import WeightsMissingError
+from pipeline.evaluate import box_iou, truth_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT.parent / "shared" / "weights" / "human-models-3.0.4"
+COCO = ROOT.parent / "shared" / "eval" / "coco64"
+PHOTO = "000000000436.jpg"  # a man eating, 63% of the frame (COCO person annotation)
+
+
+def coco_photo(name: str) -> tuple[np.ndarray, list[dict], dict]:
+    coco = json.loads((COCO / "instances.json").read_text())
+    image = next(im for im in coco["images"] if im["file_name"] == name)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    anns = [dict(a, label=names[a["category_id"]]) for a in coco["annotations"] if a["image_id"] == image["id"]]
+    with Image.open(COCO / "images" / name) as im:
+        return np.asarray(im.convert("RGB")).copy(), anns, image
+
+
+def wrapper(name: str, options: TaskOptions | None = None) -> ModelWrapper:
+    spec = get_spec(name)
+    files = load_state_dict(spec, WEIGHTS, offline=True)
+    return wrapper_for(spec.task, spec)(spec, files, "cpu", options or TaskOptions())
+
+
+def test_the_registry_finds_and_verifies_both_files() -> None:
+    spec = get_spec("nanodet")
+    assert spec.companion_files == (nanodet.BIN_FILE,)
+    assert locate_weights(spec, WEIGHTS) == WEIGHTS / nanodet.JSON_FILE
+    files = load_state_dict(spec, WEIGHTS, offline=True)
+    assert isinstance(files, ModelFiles) and files.paths == [WEIGHTS / "nanodet.json", WEIGHTS / "nanodet.bin"]
+    assert wrapper_for("detect", spec) is NanoDetDetector
+    assert wrapper_for("segment", get_spec("selfie")) is SelfieSegmenter
+
+
+def test_a_json_without_its_bin_is_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+    shutil.copy(WEIGHTS / "selfie.json", tmp_path)
+    spec = get_spec("selfie")
+    assert locate_weights(spec, tmp_path) is None
+    with pytest.raises(WeightsMissingError, match=r"selfie\.json and selfie\.bin"):
+        fetch_weights(spec, tmp_path, offline=True)
+
+
+def test_an_altered_bin_fails_its_sha256(tmp_path: Path) -> None:
+    shutil.copy(WEIGHTS / "selfie.json", tmp_path)
+    data = bytearray((WEIGHTS / "selfie.bin").read_bytes())
+    data[1000] ^= 0xFF  # same size, one byte flipped: only the hash can tell
+    (tmp_path / "selfie.bin").write_bytes(bytes(data))
+    with pytest.raises(WeightsMissingError, match=str(tmp_path / "selfie.bin")):
+        fetch_weights(get_spec("selfie"), tmp_path, offline=True)
+
+
+def test_nanodet_finds_the_person_in_the_photos_own_pixels() -> None:
+    pixels, anns, image = coco_photo(PHOTO)
+    detector = wrapper("nanodet")
+    # Given a smaller working image plus the original size, boxes come back in the original's pixels.
+    small = np.asarray(Image.fromarray(pixels).resize((320, 427)))
+    (record,) = detector.predict([small], [(image["width"], image["height"])])
+    people = [o for o in record if o["label"] == "person"]
+    truth = next(a for a in anns if a["label"] == "person")
+    x, y, w, h = truth["bbox"]
+    assert people and people[0]["score"] >= nanodet.SCORE_THRESHOLD
+    best = max(box_iou((o["x1"], o["y1"], o["x2"], o["y2"]), (x, y, x + w, y + h)) for o in people)
+    assert best > 0.7
+    assert all(0 <= o["x1"] < o["x2"] <= image["width"] and 0 <= o["y1"] < o["y2"] <= image["height"]
+               for o in record)
+    assert all(set(o) == {"label", "score", "x1", "y1", "x2", "y2", "area"} for o in record)
+    assert 0.3 < people[0]["area"] <= 1
+
+
+def test_nanodet_uses_its_own_threshold_unless_the_run_sets_one() -> None:
+    pixels, _, _ = coco_photo(PHOTO)
+    default = wrapper("nanodet").predict([pixels])[0]
+    low = wrapper("nanodet", TaskOptions(score_threshold=0.1)).predict([pixels])[0]
+    assert min(o["score"] for o in default) >= nanodet.SCORE_THRESHOLD
+    assert len(low) > len(default) and min(o["score"] for o in low) < nanodet.SCORE_THRESHOLD
+
+
+def test_selfie_masks_the_person() -> None:
+    pixels, anns, image = coco_photo(PHOTO)
+    segmenter = wrapper("selfie", TaskOptions(mask_size=200))
+    (record,) = segmenter.predict([pixels])
+    mask = decode_mask(record)
+    assert mask.shape == (200, round(200 * image["width"] / image["height"]))  # the photo's aspect
+    truth = truth_mask(anns, {a["category_id"]: a["label"] for a in anns}, selfie.CATEGORIES,
+                       (image["width"], image["height"]), (mask.shape[1], mask.shape[0]))
+    person = (mask == 1)
+    iou = (person & (truth == 1)).sum() / (person | (truth == 1)).sum()
+    assert iou > 0.8
+    labels = {c["label"]: c for c in record["classes"]}
+    assert labels["person"]["fraction"] == pytest.approx(person.mean(), abs=1e-6)
+    assert 0.5 < labels["person"]["score"] <= 1
