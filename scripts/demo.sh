@@ -9,6 +9,9 @@ if [ ! -d "$photos_dir" ]; then
     exit 2
 fi
 venv="$(bash "$root/scripts/setup.sh")"
+# Fetch the TF.js detector/segmenter weights now, so later runs need no network.
+"$venv/bin/photos" models download nanodet selfie >/dev/null 2>&1 \
+    || echo "warning: nanodet/selfie weights not fetched (offline?); \`$venv/bin/photos models download nanodet selfie\` says why" >&2
 index="$root/demo-index"
 status=0
 "$venv/bin/photos" index "$photos_dir" --index "$index" || status=$?
