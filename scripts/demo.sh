@@ -10,4 +10,7 @@ if [ "$#" -gt 0 ] && [ ! -d "$1" ]; then
     exit 2
 fi
 venv="$(bash "$root/scripts/setup.sh")"
+# Fetch the TF.js detector/segmenter weights now, so later runs need no network.
+"$venv/bin/photos" models download nanodet selfie >/dev/null 2>&1 \
+    || echo "warning: nanodet/selfie weights not fetched (offline?); \`$venv/bin/photos models download nanodet selfie\` says why" >&2
 exec bash "$root/scripts/demo-run.sh" "$venv/bin/python" "$@"
