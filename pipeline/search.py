@@ -30,8 +30,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import and_, func, literal, select, text
+from sqlalchemy import ColumnElement, and_, func, literal, select, text
 
 from pipeline import vocabulary
 from pipeline.errors import QueryError
@@ -119,16 +120,19 @@ def _box_filter(found: set[str], min_count: int, min_area: float):
 
 
 def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_score: float = DEFAULT_MIN_SCORE,
-           objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0) -> list[SearchHit]:
+           objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0,
+           restrict: Sequence[ColumnElement[bool]] = (), order: Sequence[Any] = ()) -> list[SearchHit]:
     """Photos matching every term of ``raw_terms``, best first, at most ``limit``.
 
     A photo whose score for some term is below ``min_score`` does not match that term.
     ``objects_of``: classes (words, as in a term) the photo must have a detected box of;
     ``min_count``: boxes each term (and each of ``objects_of``) needs; ``min_area``: the
     fraction of the photo a box must cover to count. Terms may be empty if ``objects_of``
-    is not.
+    is not. ``restrict``: more conditions on ``photos`` (date, camera and place filters, see
+    :mod:`pipeline.search_filters`), which also allow a search with no terms; ``order``:
+    sort keys that come before the score.
     """
-    terms = parse_query(raw_terms) if raw_terms or not objects_of else []
+    terms = parse_query(raw_terms) if raw_terms or not (objects_of or restrict) else []
     include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
     exclude = set().union(*(matching_labels(store, t) for t in terms if t.exclude))
     boxed = [matching_labels(store, t) for t in parse_query(objects_of)] if objects_of else []
@@ -147,7 +151,8 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     if exclude:
         excluded = _term_score(exclude, min_score).subquery("excluded")
         query = query.where(photos.c.id.not_in(select(excluded.c.photo_id)))
-    query = query.add_columns(score.label("score")).order_by(score.desc(), photos.c.path).limit(limit)
+    query = query.where(*restrict)
+    query = query.add_columns(score.label("score")).order_by(*order, score.desc(), photos.c.path).limit(limit)
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
         wanted = sorted(set().union(*(found for _, found in include), *boxed))
