@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
 from pipeline.fingerprint import fingerprint
-from pipeline.formats import register_formats
+from pipeline.formats import is_heif_header, register_formats
 from pipeline.metadata import metadata_json, read_metadata
 from pipeline.pathnames import os_path
 from pipeline.storage import is_uri, open_binary, open_photo
@@ -198,6 +198,8 @@ def _describe_content(path: str) -> str:
         return "unreadable"
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "the file contains text"
+    if is_heif_header(head):
+        return "a HEIF/AVIF file that is truncated or corrupt"
     return f"content starts with {head[:8].hex(' ')}"
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -79,7 +80,9 @@ def read_metadata(im: Image.Image) -> dict[str, Any] | None:
     Never raises: an EXIF block Pillow cannot parse is the same as no EXIF.
     """
     try:
-        exif = im.getexif()
+        with warnings.catch_warnings():  # "Corrupt EXIF data" is what this function is for
+            warnings.simplefilter("ignore")
+            exif = im.getexif()
     except Exception:  # noqa: BLE001 - any parser error in a hostile block means "no EXIF"
         return None
     return metadata_from_exif(exif)
@@ -87,9 +90,11 @@ def read_metadata(im: Image.Image) -> dict[str, Any] | None:
 
 def metadata_from_exif(exif: Image.Exif) -> dict[str, Any] | None:
     """The fields of :data:`METADATA_TYPE` found in ``exif`` (places left empty)."""
-    ifd0 = _safe_dict(exif)
-    exif_ifd = _safe_ifd(exif, _EXIF_IFD)
-    gps = _safe_ifd(exif, _GPS_IFD)
+    with warnings.catch_warnings():  # sub-IFDs are parsed lazily, here
+        warnings.simplefilter("ignore")
+        ifd0 = _safe_dict(exif)
+        exif_ifd = _safe_ifd(exif, _EXIF_IFD)
+        gps = _safe_ifd(exif, _GPS_IFD)
     record: dict[str, Any] = dict.fromkeys(FIELDS)
     for tag, ifd, offset_tag, name in _DATE_TAGS:
         tags = exif_ifd if ifd == _EXIF_IFD else ifd0

@@ -21,7 +21,12 @@ from pipeline.decode import decode_batch, decode_photo
 from pipeline.errors import DecodeError
 from pipeline.formats import register_formats
 from pipeline.metadata import (
-    clean_text, describe, metadata_from_exif, parse_exif_date, parse_gps, parse_offset,
+    clean_text,
+    describe,
+    metadata_from_exif,
+    parse_exif_date,
+    parse_gps,
+    parse_offset,
 )
 from pipeline.places import fold, place_of, place_words
 from pipeline.scan import looks_like_image, scan_library

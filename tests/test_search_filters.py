@@ -78,8 +78,8 @@ def store(index):
     store.close()
 
 
-def found(store, terms, filters=Filters(), **kw) -> list[str]:
-    return [Path(f.hit.path).name for f in search_photos(store, terms, filters, **kw)]
+def found(store, terms, filters: Filters | None = None, **kw) -> list[str]:
+    return [Path(f.hit.path).name for f in search_photos(store, terms, filters or Filters(), **kw)]
 
 
 def test_a_year_or_month_in_the_query_filters_by_date(store):
