@@ -4,8 +4,9 @@
 
 Builds an index with the store's own schema (``IndexStore.open``) and fills it fast
 (``executemany`` in large transactions, with the same rows the writer would commit):
-per photo the classifier's top 5 ImageNet labels (a Zipf spread over the 1,000 classes,
-scores falling from the top-1), detector labels and boxes on about 40% of photos
+per photo the classifier's top 5 ImageNet labels (the top-1 Zipf-distributed over the
+1,000 classes in a random order of popularity, the other four its neighbours in ImageNet's
+class order, i.e. similar classes; scores falling from the top-1), detector labels and boxes on about 40% of photos
 (mostly people, as in real albums), segmentation classes on 30%, a date taken on 85%
 (2005-2025, more photos in recent years), a camera on 80% (a long tail of 30 models)
 and a position on 60% (half at "home", the rest over 300 real GeoNames towns, Zipf),
@@ -71,6 +72,7 @@ def build(index: Path, photos: int, seed: int) -> float:
     places = towns(300, seed)
     home = places[0]
     rng = np.random.default_rng(seed)
+    popularity = rng.permutation(len(classes))  # which classes are common: not ImageNet's order
     db = sqlite3.connect(index / "index.sqlite", isolation_level=None)  # BEGIN and COMMIT are ours
     db.execute("PRAGMA synchronous=OFF")
     db.execute("INSERT INTO runs (id, started_at, status, roots, models, seen, indexed, new, changed, moved, deleted, skipped, failed) VALUES (1, 0, 'done', '[]', '{}', 0, 0, 0, 0, 0, 0, 0, 0)")
@@ -84,7 +86,11 @@ def build(index: Path, photos: int, seed: int) -> float:
             " parquet_file) VALUES (?, ?, 1, 1, 4032, 3024, ?, '{}', 1, 0, ?)",
             [(int(i), f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg", f"f{i}", f"part{i // 1000:06d}.parquet")
              for i in ids])
-        top = zipf_choice(rng, len(classes), n * 5, 0.9).reshape(n, 5)
+        # Top-1 by popularity; the other four from its neighbours in ImageNet's order, which
+        # groups similar classes (breeds, birds, vehicles), as a real classifier's top 5 do.
+        top1 = popularity[zipf_choice(rng, len(classes), n, 0.9)]
+        near = np.clip(top1[:, None] + rng.integers(-8, 9, (n, 4)), 0, len(classes) - 1)
+        top = np.column_stack([top1, near])
         first = rng.beta(4, 2, n)
         rows = []
         for i, labels_of, p in zip(ids, top, first):

@@ -283,3 +283,13 @@ def test_exif_written_by_pillow_round_trips_through_a_file():
     Image.new("RGB", (16, 8)).save(buffer, "JPEG", exif=camera_exif())
     meta = metadata_from_exif(Image.open(io.BytesIO(buffer.getvalue())).getexif())
     assert meta["camera_make"] == "Apple" and meta["taken_offset"] == "+01:00"
+
+
+def test_show_captions_when_and_where():
+    from pipeline.show import _caption_lines
+
+    meta = {"taken": "2019-07-14T18:03:22", "taken_offset": "+01:00", "camera_make": "Apple",
+            "camera_model": "iPhone 12 Pro", "lens": None, "latitude": 38.7223, "longitude": -9.1393,
+            "city": "Lisbon", "region": "Lisbon", "country": "Portugal"}
+    [line] = _caption_lines({"models": {}, "metadata": meta}, "")
+    assert line == "taken 2019-07-14 18:03:22 +01:00 - Apple iPhone 12 Pro - Lisbon, Portugal (38.72230, -9.13930)"
