@@ -25,22 +25,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, text
+from sqlalchemy import ColumnElement, and_, exists, func, select, text
 
 from pipeline.errors import QueryError
 from pipeline.places import fold
 from pipeline.search import SearchHit, Term, matching_labels
 from pipeline.search import search as search_words
-from pipeline.store import IndexStore, photo_meta, photo_places, photos
+from pipeline.store import IndexStore, labels, photo_meta, photo_places, photos
 
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
           "october", "november", "december")
 _MONTH_WORDS = {**{m: i for i, m in enumerate(MONTHS, 1)},
                 **{m[:3]: i for i, m in enumerate(MONTHS, 1) if m != "may"}, "sept": 9}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
+_WORDS = re.compile(r"\w+", re.UNICODE)
 _YEAR_WORD = re.compile(r"^(18|19|20|21)\d\d$")
 DATE_FORMATS = "YYYY, YYYY-MM or YYYY-MM-DD (e.g. 2019, 2019-07, 2019-07-14)"
 SORTS = ("score", "date")
+BROAD_TERM = 20_000
+"""Label rows above which a term's sums are restricted to the filtered photos first."""
+COMMON_PLACE = 5000
+"""Photos at a place above which a filter checks each photo instead of listing the place's."""
 MAX_PLACE_WORDS = 3
 """Longest place name recognised in a query, in words ("new york city")."""
 
@@ -183,14 +188,41 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
         raise QueryError("this index was built before photos' dates, cameras and places were recorded; "
                          "build a new index (`photos index FOLDER --index NEWDIR`) to filter by them")
     sort = sort or ("score" if words or options.get("objects_of") else "date")
-    order = [_taken_of_photo().desc().nulls_last()] if sort == "date" else []
-    hits = search_words(store, words, limit=limit, restrict=filter_clauses(filters), order=order, **options)
+    clauses = filter_clauses(filters, {p for p in filters.places if _is_common_place(store, p)})
+    order: list[Any] = []
+    if sort == "date":
+        # With a date, camera or position filter photo_meta is joined: SQLite then walks its
+        # date index newest first and stops at ``limit`` (1M photos: 300 ms -> ms, measured).
+        joined = bool(_meta_conditions(filters))
+        order = [photo_meta.c.taken.desc() if joined else _taken_of_photo().desc().nulls_last()]
+    hits = search_words(store, words, limit=limit, restrict=clauses, order=order,
+                        restrict_terms=bool(clauses) and _any_broad_term(store, words), **options)
     details = photo_details(store, [h.path for h in hits])
     return [PhotoHit(h, details.get(h.path, {})) for h in hits]
 
 
-def filter_clauses(filters: Filters) -> list[ColumnElement[bool]]:
-    """WHERE clauses on ``photos`` for ``filters`` (each an IN over an indexed table)."""
+def filter_clauses(filters: Filters, common_places: set[str] | frozenset[str] = frozenset()
+                   ) -> list[ColumnElement[bool]]:
+    """WHERE clauses on ``photos`` for ``filters``: photo_meta joined, places by IN or EXISTS.
+
+    A rare place is a short list of photos to start from (IN); a common one ("home": half
+    the library) is better checked photo by photo (EXISTS) while SQLite walks the date
+    index and stops at the limit. Measured at 1M photos: 180 ms -> 0.1 ms for home, and
+    the other way round for a town of 500 photos (0.7 ms with IN, 210 ms with EXISTS).
+    """
+    conditions = _meta_conditions(filters)
+    clauses: list[ColumnElement[bool]] = []
+    if conditions:  # joins photo_meta: only photos with metadata can pass these
+        clauses.append(and_(photo_meta.c.photo_id == photos.c.id, *conditions))
+    for name in filters.places:
+        if name in common_places:
+            clauses.append(exists().where(photo_places.c.photo_id == photos.c.id, photo_places.c.name == name))
+        else:
+            clauses.append(photos.c.id.in_(select(photo_places.c.photo_id).where(photo_places.c.name == name)))
+    return clauses
+
+
+def _meta_conditions(filters: Filters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.date_from:
         conditions.append(photo_meta.c.taken >= filters.date_from)
@@ -203,12 +235,7 @@ def filter_clauses(filters: Filters) -> list[ColumnElement[bool]]:
         conditions.append(func.lower(photo_meta.c.camera).like(pattern, escape="\\"))
     if filters.near:
         conditions.extend(_near(*filters.near))
-    clauses: list[ColumnElement[bool]] = []
-    if conditions:
-        clauses.append(photos.c.id.in_(select(photo_meta.c.photo_id).where(and_(*conditions))))
-    for name in filters.places:
-        clauses.append(photos.c.id.in_(select(photo_places.c.photo_id).where(photo_places.c.name == name)))
-    return clauses
+    return conditions
 
 
 def photo_details(store: IndexStore, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -241,6 +268,34 @@ def has_metadata(store: IndexStore) -> bool:
 def _is_place(store: IndexStore, name: str) -> bool:
     with store.engine.connect() as conn:
         return conn.execute(select(photo_places.c.name).where(photo_places.c.name == name).limit(1)).first() is not None
+
+
+def _any_broad_term(store: IndexStore, words: Sequence[str]) -> bool:
+    """Whether a word matches more than :data:`BROAD_TERM` label rows (reads at most that many).
+
+    Summing such a term's scores costs more than listing the photos the filters allow, so
+    the filters go inside the sums; a rare term is cheaper summed whole (1M photos:
+    "dog 2019 dhaka" 750 -> 370 ms, "car 2020 tokyo" 170 -> 5 ms; "beach 2019 dhaka" would
+    go 40 -> 280 ms, hence the test).
+    """
+    for raw in words:
+        if raw.startswith("-"):
+            continue
+        found = matching_labels(store, Term(raw, tuple(w.lower() for w in _WORDS.findall(raw))))
+        if not found:
+            continue
+        sample = select(labels.c.photo_id).where(labels.c.label.in_(sorted(found))).limit(BROAD_TERM + 1).subquery()
+        with store.engine.connect() as conn:
+            if conn.execute(select(func.count()).select_from(sample)).scalar_one() > BROAD_TERM:
+                return True
+    return False
+
+
+def _is_common_place(store: IndexStore, name: str) -> bool:
+    """More than :data:`COMMON_PLACE` photos there (reads at most that many index entries)."""
+    sample = select(photo_places.c.photo_id).where(photo_places.c.name == name).limit(COMMON_PLACE + 1).subquery()
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(sample)).scalar_one() > COMMON_PLACE
 
 
 def _and_dates(filters: Filters, start: str, end: str) -> Filters:

@@ -199,3 +199,16 @@ def test_an_index_from_before_metadata_refuses_filters_but_searches_words(tmp_pa
     with pytest.raises(QueryError, match="before photos' dates"):
         found(store, ["beach", "2019"])
     store.close()
+
+
+@pytest.mark.parametrize("terms", [["beach"], ["streetcar"], []])
+def test_every_query_shape_gives_the_same_photos(store, terms):
+    """IN or EXISTS for a place, and filters inside or outside the label sums, are one meaning."""
+    from pipeline.search import search
+    from pipeline.search_filters import filter_clauses
+
+    filters = build_filters(date_from="2018", place="portugal")
+    shapes = [(set(), False), ({"portugal"}, False), (set(), True), ({"portugal"}, True)]
+    results = [[h.path for h in search(store, terms, restrict=filter_clauses(filters, common), restrict_terms=inside)]
+               for common, inside in shapes if terms or not inside]
+    assert all(r == results[0] for r in results) and results[0]
