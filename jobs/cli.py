@@ -3,23 +3,33 @@
 Commands parse options, build one settings object, call one library function and print.
 Library errors (:class:`~pipeline.errors.PhotosError`) become a one-line message and exit
 code 2, never a traceback.
+
+Command modules load only when their command runs: `photos index` needs torch and Ray
+(seconds to import), `photos search` must answer in a fraction of a second, so this module
+names each command's module instead of importing it (:data:`COMMANDS`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 
 import click
 
-from jobs.eval_cmd import evaluate
-from jobs.index_cmd import index
-from jobs.models_cmd import models
-from jobs.search_cmd import search
-from jobs.show_cmd import show
-from jobs.status_cmd import errors, status
 from pipeline.errors import PhotosError
+
+COMMANDS = {
+    "index": "jobs.index_cmd:index",
+    "search": "jobs.search_cmd:search",
+    "models": "jobs.models_cmd:models",
+    "status": "jobs.status_cmd:status",
+    "errors": "jobs.status_cmd:errors",
+    "show": "jobs.show_cmd:show",
+    "eval": "jobs.eval_cmd:evaluate",
+}
+"""Command name -> "module:attribute" of its Click command."""
 
 
 class CliError(click.ClickException):
@@ -29,6 +39,17 @@ class CliError(click.ClickException):
 
 
 class PhotosGroup(click.Group):
+    """A group whose commands are imported on first use (see :data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -44,18 +65,10 @@ def cli() -> None:
     \b
       photos index ~/Pictures        classify, detect, segment; write Parquet + SQLite
       photos search beach            photos of beaches, best first
+      photos search --year 2019 --place lisbon    by when and where
       photos show IMG_0042.jpg       draw its boxes and mask from the index
       photos models list             models and whether their weights are here
     """
-
-
-cli.add_command(index)
-cli.add_command(search)
-cli.add_command(models)
-cli.add_command(status)
-cli.add_command(errors)
-cli.add_command(show)
-cli.add_command(evaluate)
 
 
 def main() -> None:

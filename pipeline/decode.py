@@ -12,6 +12,8 @@ side is about ``image_size`` pixels, and every model resizes from there. Why eac
   replaced, edited) is refused rather than indexed half-written; the error row keeps the
   scan's size and time, so the next run sees the change and tries the file again.
 - Only regular files are opened: a pipe swapped in after the scan would block forever.
+- HEIC/HEIF and AVIF open through :mod:`pipeline.formats`; the EXIF metadata (date taken,
+  camera, GPS) is read from the same opened image (:mod:`pipeline.metadata`).
 
 A file that cannot be decoded raises :class:`DecodeError` with a reason a person can act
 on; :func:`decode_batch` turns it into an error row so the run goes on.
@@ -30,6 +32,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DecodeError
 from pipeline.fingerprint import fingerprint
+from pipeline.formats import is_heif_header, register_formats
+from pipeline.metadata import metadata_json, read_metadata
 from pipeline.pathnames import os_path
 from pipeline.storage import is_uri, open_binary, open_photo
 
@@ -58,6 +62,7 @@ class DecodedPhoto:
     pixels: np.ndarray  # H x W x 3, uint8
     width: int
     height: int
+    metadata: dict | None = None  # pipeline/metadata.py's record, None without EXIF
 
 
 def decode_photo(path: str, image_size: int, max_pixels: int,
@@ -98,6 +103,7 @@ def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int
             raise DecodeError("not a regular file (a pipe, socket or device); skipped")
         if scanned is not None and (info.st_size, info.st_mtime_ns) != scanned:
             raise DecodeError(CHANGED_SINCE_SCAN)
+    register_formats()
     source, size = open_photo(path)  # a URI's bytes are read here, through its filesystem
     if size == 0:
         raise DecodeError("empty file (0 bytes)")
@@ -111,6 +117,7 @@ def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int
                 "decompression bomb (raise --max-pixels if it is a real photo)"
             )
         orientation = _orientation(im)
+        metadata = read_metadata(im)
         if im.format == "JPEG":
             # A lower bound on both sides keeps the shorter side >= image_size.
             im.draft("RGB", (image_size, image_size))
@@ -122,7 +129,7 @@ def _decode(path: str, image_size: int, max_pixels: int, scanned: tuple[int, int
         width, height = height, width
     if orientation in _TRANSPOSE:
         working = working.transpose(_TRANSPOSE[orientation])
-    return DecodedPhoto(np.array(working, dtype=np.uint8), width, height)
+    return DecodedPhoto(np.array(working, dtype=np.uint8), width, height, metadata)
 
 
 @contextmanager
@@ -191,6 +198,8 @@ def _describe_content(path: str) -> str:
         return "unreadable"
     if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
         return "the file contains text"
+    if is_heif_header(head):
+        return "a HEIF/AVIF file that is truncated or corrupt"
     return f"content starts with {head[:8].hex(' ')}"
 
 
@@ -200,14 +209,15 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int)
     ``path`` holds index text (:mod:`pipeline.pathnames`); ``size`` and ``mtime_ns`` are
     what the scan saw, checked again here. Adds ``image`` (H x W x 3 uint8, a 0x0x3 array
     for failures), ``width``, ``height``, ``fingerprint`` (see ``pipeline/fingerprint.py``),
-    ``error_stage`` and ``error_reason`` ("" when the photo decoded). Other columns pass
-    through.
+    ``metadata`` (JSON text, "" for none: see ``pipeline/metadata.py``), ``error_stage``
+    and ``error_reason`` ("" when the photo decoded). Other columns pass through.
     """
     n = len(batch["path"])
     images = np.empty(n, dtype=object)
     width = np.zeros(n, dtype=np.int32)
     height = np.zeros(n, dtype=np.int32)
     prints = np.full(n, "", dtype=object)
+    metadata = np.full(n, "", dtype=object)
     stage = np.full(n, "", dtype=object)
     reason = np.full(n, "", dtype=object)
     for i, path in enumerate(batch["path"]):
@@ -225,5 +235,6 @@ def decode_batch(batch: dict[str, np.ndarray], image_size: int, max_pixels: int)
             stage[i], reason[i] = "decode", f"cannot read the file: {exc.strerror}"
             continue
         images[i], width[i], height[i] = photo.pixels, photo.width, photo.height
+        metadata[i] = metadata_json(photo.metadata)
     return {**batch, "image": images, "width": width, "height": height, "fingerprint": prints,
-            "error_stage": stage, "error_reason": reason}
+            "metadata": metadata, "error_stage": stage, "error_reason": reason}

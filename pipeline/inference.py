@@ -28,6 +28,7 @@ from models.base import ModelWrapper
 from models.registry import ModelSpec
 from models.tasks import TASK_WRAPPERS, TaskOptions, wrapper_for
 from models.weights import load_state_dict
+from pipeline.metadata import METADATA_TYPE, metadata_array
 from pipeline.plan import WorkItem
 from pipeline.settings import IndexSettings
 
@@ -46,7 +47,9 @@ BASE_FIELDS = [
     pa.field("error_stage", pa.string(), nullable=False),
     pa.field("error_reason", pa.string(), nullable=False),
 ]
-RESULT_SCHEMA = pa.schema(BASE_FIELDS + [pa.field(w.column, w.arrow_type) for w in TASK_WRAPPERS.values()])
+METADATA_FIELD = pa.field("metadata", METADATA_TYPE)  # date taken, camera, GPS: pipeline/metadata.py
+RESULT_SCHEMA = pa.schema(BASE_FIELDS + [pa.field(w.column, w.arrow_type) for w in TASK_WRAPPERS.values()]
+                          + [METADATA_FIELD])
 """Rows out of the inference stage: every task's column, null where the task did not run."""
 
 
@@ -169,6 +172,7 @@ class InferenceStage:
             "error_stage": stages,
             "error_reason": reasons,
             **columns,
+            "metadata": metadata_array(batch.get("metadata"), n),
         }, schema=RESULT_SCHEMA)
 
 
@@ -187,6 +191,7 @@ def failed_rows(work: Sequence[WorkItem], stage: str, reason: str) -> pa.Table:
         "error_stage": [stage] * n,
         "error_reason": [reason] * n,
         **{w.column: pa.nulls(n, w.arrow_type) for w in TASK_WRAPPERS.values()},
+        "metadata": pa.nulls(n, METADATA_TYPE),
     }, schema=RESULT_SCHEMA)
 
 

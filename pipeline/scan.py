@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ScanError
+from pipeline.formats import HEIF_EXTENSIONS, is_heif_header
 from pipeline.pathnames import path_text
 from pipeline.records import FileError, ScannedFile
 from pipeline.storage import check_uri_root, is_uri, open_binary, walk_uri
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-)
+) | HEIF_EXTENSIONS
 
 _SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (0, b"\xff\xd8\xff"),  # JPEG
@@ -64,7 +65,7 @@ def looks_like_image(path: str | os.PathLike[str]) -> bool:
                 os.close(fd)
     except OSError:
         return False
-    return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
+    return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES) or is_heif_header(head)
 
 
 def check_roots(roots: Iterable[str]) -> list[Path | str]:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import and_, func, literal, select, text
+from sqlalchemy import ColumnElement, and_, func, literal, select, text
 
 from pipeline import vocabulary
 from pipeline.errors import QueryError
@@ -99,11 +100,15 @@ def matching_labels(store: IndexStore, term: Term) -> set[str]:
         ).scalars())
 
 
-def _term_score(found: set[str], min_score: float):
-    """photo_id, s: the best source's capped sum of scores over ``found``, if >= min_score."""
+def _term_score(found: set[str], min_score: float, within: Any = None):
+    """photo_id, s: the best source's capped sum of scores over ``found``, if >= min_score.
+
+    ``within``: a select of the only photo ids that can match (the filters), so only their
+    labels are summed."""
     per_source = (
         select(labels.c.photo_id, func.min(1.0, func.sum(labels.c.score)).label("s"))
-        .where(labels.c.label.in_(sorted(found)))
+        .where(labels.c.label.in_(sorted(found)),
+               *([labels.c.photo_id.in_(within)] if within is not None else []))
         .group_by(labels.c.photo_id, labels.c.source)
         .subquery()
     )
@@ -119,22 +124,28 @@ def _box_filter(found: set[str], min_count: int, min_area: float):
 
 
 def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_score: float = DEFAULT_MIN_SCORE,
-           objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0) -> list[SearchHit]:
+           objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0,
+           restrict: Sequence[ColumnElement[bool]] = (), order: Sequence[Any] = (),
+           restrict_terms: bool = False) -> list[SearchHit]:
     """Photos matching every term of ``raw_terms``, best first, at most ``limit``.
 
     A photo whose score for some term is below ``min_score`` does not match that term.
     ``objects_of``: classes (words, as in a term) the photo must have a detected box of;
     ``min_count``: boxes each term (and each of ``objects_of``) needs; ``min_area``: the
     fraction of the photo a box must cover to count. Terms may be empty if ``objects_of``
-    is not.
+    is not. ``restrict``: more conditions on ``photos`` (date, camera and place filters, see
+    :mod:`pipeline.search_filters`), which also allow a search with no terms; ``order``:
+    sort keys that come before the score; ``restrict_terms``: apply ``restrict`` inside each
+    term's label sums too (faster for a term that matches many photos, slower for a rare one).
     """
-    terms = parse_query(raw_terms) if raw_terms or not objects_of else []
+    terms = parse_query(raw_terms) if raw_terms or not (objects_of or restrict) else []
     include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
     exclude = set().union(*(matching_labels(store, t) for t in terms if t.exclude))
     boxed = [matching_labels(store, t) for t in parse_query(objects_of)] if objects_of else []
     if any(not found for _, found in include) or any(not found for found in boxed):
         return []
-    term_scores = [_term_score(found, min_score).subquery(f"t{i}") for i, (_, found) in enumerate(include)]
+    within = select(photos.c.id).where(*restrict) if restrict and restrict_terms else None
+    term_scores = [_term_score(found, min_score, within).subquery(f"t{i}") for i, (_, found) in enumerate(include)]
     box_needs = [(found, max(1, min_count)) for found in boxed]
     if min_count > 0:
         box_needs += [(found, min_count) for _, found in include]
@@ -147,7 +158,8 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     if exclude:
         excluded = _term_score(exclude, min_score).subquery("excluded")
         query = query.where(photos.c.id.not_in(select(excluded.c.photo_id)))
-    query = query.add_columns(score.label("score")).order_by(score.desc(), photos.c.path).limit(limit)
+    query = query.where(*restrict)
+    query = query.add_columns(score.label("score")).order_by(*order, score.desc(), photos.c.path).limit(limit)
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
         wanted = sorted(set().union(*(found for _, found in include), *boxed))

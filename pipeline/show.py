@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageOps
 from models.segment import BACKGROUND, decode_mask
 from pipeline import vocabulary
 from pipeline.errors import QueryError
+from pipeline.formats import register_formats
+from pipeline.metadata import describe
 
 MASK_ALPHA = 110
 """Opacity (of 255) of the mask overlay: the photo stays readable under it."""
@@ -31,6 +33,7 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 def open_upright(path: str) -> Image.Image:
     """The photo as a person sees it (EXIF rotation applied), in RGB."""
+    register_formats()
     with Image.open(path) as im:
         return ImageOps.exif_transpose(im).convert("RGB")
 
@@ -94,6 +97,8 @@ def _caption_lines(record: dict[str, Any], caption: str) -> list[str]:
                          key=lambda c: -c["fraction"])
         lines.append(f"segment ({models.get('segment', '?')}): "
                      + (", ".join(f"{c['label']} {c['fraction']:.0%}" for c in classes[:4]) or "background only"))
+    if describe(record.get("metadata")):
+        lines.append(describe(record.get("metadata")))
     return lines + ([caption] if caption else [])
 
 

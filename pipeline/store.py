@@ -7,7 +7,9 @@ and ``label_fts``, an FTS5 table over the distinct label names that search match
 against (porter stemming, so "dogs" finds "dog"). Detection and segmentation add
 ``objects`` (one row per box: label, score, box in original-image pixels, area fraction)
 and ``segments`` (one row per class present in a photo's mask: pixel fraction, mean
-confidence). ``photos.models`` records which model and weights ran each task on the
+confidence). ``photo_meta`` holds what EXIF says (date taken, camera, GPS and the place
+names found for it) and ``photo_places`` one row per folded place name, for search's
+date, camera and place filters. ``photos.models`` records which model and weights ran each task on the
 photo, which is how a later run knows what to re-run.
 
 The database runs in WAL mode, so `photos search` reads a consistent snapshot while a
@@ -135,6 +137,38 @@ segments = Table(
     Index("ix_segments_label_fraction", "label", "fraction"),
     Index("ix_segments_photo", "photo_id"),
 )
+
+# -- photo metadata: date taken, camera, position and place (pipeline/metadata.py) -----------
+# One row per photo that has any; deleted with its photo. ``taken`` is the local time the
+# camera wrote ("2019-07-14 18:03:22", sortable text), ``taken_offset`` its UTC offset.
+photo_meta = Table(
+    "photo_meta", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True),
+    Column("taken", Text),
+    Column("taken_offset", Text),
+    Column("date_source", Text),  # DateTimeOriginal | DateTimeDigitized | DateTime
+    Column("camera", Text),  # make and model as one name: "Apple iPhone 12 Pro"
+    Column("lens", Text),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("altitude", Float),
+    Column("city", Text),
+    Column("region", Text),
+    Column("country", Text),
+    Index("ix_photo_meta_taken", "taken"),
+    Index("ix_photo_meta_position", "latitude", "longitude"),
+)
+
+photo_places = Table(
+    "photo_places", metadata,
+    Column("photo_id", Integer, ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", Text, primary_key=True),  # folded: "lisbon", "portugal" (pipeline/places.py)
+    Index("ix_photo_places_name", "name", "photo_id"),
+)
+# Search reads (photo_id, source, score) of every row of a term's labels; with them in the
+# index it never visits the table (benchmarks/search_scale.py: 3.5x faster at 1M photos).
+Index("ix_labels_label_cover", labels.c.label, labels.c.photo_id, labels.c.source, labels.c.score)
+# -- end of photo metadata ------------------------------------------------------------------
 
 LabelRow = tuple[str, str, float, str, str]
 """(photo path, label, score, source task, model name)."""
@@ -267,7 +301,8 @@ class IndexStore:
                      label_rows: Sequence[LabelRow], error_rows: Sequence[dict[str, Any]],
                      parquet_name: str | None, rewrites: Sequence[PartRewrite] = (),
                      superseded: Sequence[str] = (), object_rows: Sequence[ObjectRow] = (),
-                     segment_rows: Sequence[SegmentRow] = ()) -> None:
+                     segment_rows: Sequence[SegmentRow] = (),
+                     meta_rows: Sequence[dict[str, Any]] = ()) -> None:
         """Record one batch in one transaction.
 
         ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
@@ -276,6 +311,7 @@ class IndexStore:
         ``photo_rows`` are replaced; an error row replaces only the path's error row.
         ``parquet_name`` is the new part holding the batch's photos and ``rewrites`` the
         parts rewritten without replaced rows; all files are already written.
+        ``meta_rows``: ``photo_meta`` columns plus ``path`` and ``places`` (folded names).
         """
         now = time.time()
         replaced = sorted({*superseded, *(r["path"] for r in photo_rows)})
@@ -317,6 +353,8 @@ class IndexStore:
                          "model": model}
                         for path, label, fraction, score, model in segment_rows
                     ])
+                if meta_rows:
+                    self._add_meta(conn, ids, meta_rows)
                 conn.execute(insert(parquet_files).values(
                     name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
             if error_rows:
@@ -344,6 +382,16 @@ class IndexStore:
                 ):
                     held.setdefault(part, []).append(path)
         return held
+
+    @staticmethod
+    def _add_meta(conn, ids: dict[str, int], meta_rows: Sequence[dict[str, Any]]) -> None:
+        conn.execute(insert(photo_meta), [
+            {k: v for k, v in {**m, "photo_id": ids[m["path"]]}.items() if k not in ("path", "places")}
+            for m in meta_rows
+        ])
+        places = [{"photo_id": ids[m["path"]], "name": name} for m in meta_rows for name in m["places"]]
+        if places:
+            conn.execute(insert(photo_places), places)
 
     @staticmethod
     def _add_label_names(conn, names: set[str]) -> None:

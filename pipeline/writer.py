@@ -23,7 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import TASK_WRAPPERS, wrapper_named
+from pipeline.metadata import index_row
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
+from pipeline.places import add_places, place_words
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
 from pipeline.store import IndexStore, LabelRow, ObjectRow, PartRewrite, SegmentRow
@@ -126,6 +128,7 @@ class IndexWriter:
         # photo had; the error row beside it says what failed.
         records += [self._carried(r["path"], r["size"], r["mtime_ns"], before[r["path"]], now_ms)
                     for r in failed if before.get(r["path"])]
+        add_places(records)  # in the driver: the gazetteer loads once, only if a photo has GPS
         name = None
         if records:
             name = self._next_part()
@@ -135,7 +138,8 @@ class IndexWriter:
         photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
         self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
                                 rewrites=rewrites, superseded=sorted(superseded),
-                                object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)))
+                                object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)),
+                                meta_rows=_meta_rows(records))
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
@@ -174,6 +178,7 @@ class IndexWriter:
                 models[task], weights[task] = old_models[task], old_weights[task]
             else:
                 record[wrapper.column] = None
+        record["metadata"] = row.get("metadata")  # read from the file now, never carried
         return {**record, "models": sorted(models.items()), "weights": sorted(weights.items()),
                 "run_id": self.run_id, "indexed_at": now_ms}
 
@@ -217,3 +222,8 @@ def _segment_rows(records: Iterable[dict[str, Any]]) -> Iterable[SegmentRow]:
         model = dict(record["models"]).get("segment")
         for c in (record.get("segmentation") or {}).get("classes", ()):
             yield record["path"], c["label"], c["fraction"], c["score"], model
+
+
+def _meta_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = (index_row(r["path"], r.get("metadata"), place_words(r.get("metadata"))) for r in records)
+    return [row for row in rows if row]

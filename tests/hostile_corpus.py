@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
+from pipeline.formats import register_formats
 from tests.conftest import write_image
 from tests.crashing_decoder import write_crashing_file
 
@@ -91,6 +93,8 @@ def build(root: Path, outside: Path) -> tuple[list[Case], dict[str, Path]]:
             (30, 60) if orientation >= 5 else (60, 30))
     _write_jpeg_with_corrupt_exif(root / "corrupt-exif.jpg")
     add("corrupt EXIF block", "corrupt-exif.jpg", "indexed", (60, 30))
+
+    _add_heic_and_exif_cases(root, add)
 
     write_image(Path(os.fsdecode(os.fsencode(root) + b"/" + NOT_UTF8)), fmt="JPEG")
     add("non-UTF-8 file name", "caf\\xe9 (latin-1 name).jpg", "indexed", (64, 48))
@@ -168,6 +172,63 @@ def unprivileged_cases(root: Path) -> list[Case]:
         Case("unreadable folder (chmod 000), as uid 65534", "locked-folder", "error", stage="scan",
              reason="Permission denied"),
     ]
+
+
+def _add_heic_and_exif_cases(root: Path, add) -> None:
+    """HEIC and AVIF photos, good and broken, and JPEGs with real and with hostile EXIF."""
+    register_formats()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    write_image(root / "IMG_0100.HEIC", size=(60, 30), fmt="HEIF", exif=exif.tobytes())
+    add("HEIC photo, rotated (EXIF orientation 6)", "IMG_0100.HEIC", "indexed", (30, 60))
+    write_image(root / "IMG_0101.avif", size=(60, 30), fmt="AVIF", exif=exif.tobytes())
+    add("AVIF photo, rotated (EXIF orientation 6)", "IMG_0101.avif", "indexed", (30, 60))
+    heic = (root / "IMG_0100.HEIC").read_bytes()
+    (root / "truncated.heic").write_bytes(heic[: len(heic) // 2])
+    add("truncated HEIC (half the bytes)", "truncated.heic", "error", stage="decode",
+        reason="HEIF/AVIF file that is truncated or corrupt")
+    (root / "garbage.heic").write_bytes(heic[:32] + random.Random(7).randbytes(2048))
+    add("HEIC header followed by random bytes", "garbage.heic", "error", stage="decode",
+        reason="HEIF/AVIF file that is truncated or corrupt")
+    (root / "empty.heic").write_bytes(b"")
+    add("zero-byte .heic", "empty.heic", "error", stage="decode", reason="empty file (0 bytes)")
+    _write_heic_declaring(root / "bomb.heic", 30000, 30000)
+    add("HEIC declaring 30000x30000 pixels", "bomb.heic", "error", stage="decode", reason="decompression bomb")
+    write_image(root / "lisbon.jpg", size=(80, 60), fmt="JPEG", exif=camera_exif().tobytes())
+    add("JPEG with camera EXIF: date, make, model, GPS (Lisbon)", "lisbon.jpg", "indexed", (80, 60))
+    hostile = Image.Exif()
+    hostile[0x010F] = "\x01\x02" * 3000  # 6000 control characters as the camera's make
+    hostile.get_ifd(0x8769)[0x9003] = "0000:00:00 00:00:00"
+    gps = hostile.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (IFDRational(91, 1), IFDRational(1, 0), IFDRational(0, 0))
+    gps[3], gps[4] = "Q", (IFDRational(9, 1), IFDRational(0, 1), IFDRational(0, 1))
+    write_image(root / "hostile-exif.jpg", size=(80, 60), fmt="JPEG", exif=hostile.tobytes())
+    add("hostile EXIF: date 0000:00:00, latitude 91 with 1/0 minutes, 6 KB of control bytes as make",
+        "hostile-exif.jpg", "indexed", (80, 60))
+
+
+def camera_exif() -> Image.Exif:
+    """What a phone writes: date with its UTC offset, make, model, lens and a GPS fix in Lisbon."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Apple", "iPhone 12 Pro"
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003], sub[0x9011], sub[0xA434] = "2019:07:14 18:03:22", "+01:00", "iPhone 12 Pro back camera"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (IFDRational(38, 1), IFDRational(43, 1), IFDRational(2028, 100))
+    gps[3], gps[4] = "W", (IFDRational(9, 1), IFDRational(8, 1), IFDRational(2148, 100))
+    return exif
+
+
+def _write_heic_declaring(path: Path, width: int, height: int) -> None:
+    """A real 64x64 HEIC whose image-size (``ispe``) boxes declare ``width`` x ``height``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 200)).save(buffer, "HEIF")
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"ispe")
+    while at >= 0:
+        data[at + 8 : at + 16] = struct.pack(">II", width, height)
+        at = data.find(b"ispe", at + 4)
+    path.write_bytes(bytes(data))
 
 
 def _write_png_declaring(path: Path, width: int, height: int) -> None:

@@ -197,6 +197,21 @@ def test_rerun_indexes_the_finished_copy_and_decodes_nothing_twice(corpus_run):
                       (f"{root}/zz-copying.jpg",)).fetchone() == (400, 300)
 
 
+def test_metadata_and_places_come_through_ray(corpus_run):
+    """The EXIF read in Ray's decode workers reaches SQLite, Parquet and `photos search`."""
+    root, index, *_ = corpus_run
+    result = run_cli("search", "--place", "lisbon", "--json", "--index", str(index))
+    [hit] = json.loads(result.output)
+    assert hit["path"] == f"{root}/lisbon.jpg" and hit["taken"] == "2019-07-14T18:03:22+01:00"
+    assert hit["camera"] == "Apple iPhone 12 Pro" and hit["place"]["country"] == "Portugal"
+    assert [h["path"] for h in json.loads(run_cli("search", "2019", "--json", "--index", str(index)).output)] == [
+        f"{root}/lisbon.jpg"]
+    db = sqlite3.connect(index / "index.sqlite")
+    hostile = db.execute("SELECT m.* FROM photo_meta m JOIN photos p ON p.id = m.photo_id WHERE p.path = ?",
+                         (f"{root}/hostile-exif.jpg",)).fetchall()
+    assert hostile == []  # every field was bad: no metadata, and the photo indexed
+
+
 def _table(rows: list[tuple[Case, str]]) -> str:
     lines = [
         "# Hostile files: what `photos index` does with each",
