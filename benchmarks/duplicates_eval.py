@@ -140,7 +140,8 @@ def main() -> None:
     x = vectors.vectors.astype(np.float32)
     sims = x @ x.T
     rows = {p: i for i, p in enumerate(vectors.paths)}
-    pos, neg = [], []
+    pos: list[float] = []
+    neg: list[float] = []
     for a, b in itertools.combinations(sorted(calibration), 2):
         (pos if truth[a] == truth[b] else neg).append(sims[rows[a], rows[b]])
     print(f"calibration half: {len(pos)} duplicate pairs (min similarity {min(pos):.3f}), "
@@ -177,7 +178,7 @@ def main() -> None:
 
 
 def _f1(pos: np.ndarray, neg: np.ndarray, t: float) -> float:
-    tp, fp, fn = np.sum(pos >= t), np.sum(neg >= t), np.sum(pos < t)
+    tp, fp, fn = int(np.sum(pos >= t)), int(np.sum(neg >= t)), int(np.sum(pos < t))
     return 2 * tp / max(1, 2 * tp + fp + fn)
 
 

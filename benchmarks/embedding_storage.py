@@ -29,7 +29,7 @@ def _pca(x: np.ndarray, d: int) -> np.ndarray:
 def main() -> None:
     x = real_embeddings().astype(np.float32)
     d = x.shape[1]
-    options = {
+    options: dict[str, tuple[np.ndarray, int]] = {
         f"float32 ({d} dims)": (x, 4 * d),
         "float16": (x.astype(np.float16), 2 * d),
         "int8, one scale per vector": (_int8(x), d + 4),

@@ -8,7 +8,7 @@ build time, single-query latency p50/p95 (the `photos similar` case), recall@10 
 exact search, and the index's memory.
 
     python -m benchmarks.vectors --sizes 10000,100000,1000000
-    python -m benchmarks.vectors --sizes 1000000 --only ivf-fp16 --scale-ops   # + duplicates & train at 1M
+    python -m benchmarks.vectors --sizes 1000000 --scale-ops   # similar, duplicates, train at 10^6
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
-from pipeline.vectors import FaissIndex, ivf_nlist
+from pipeline.vectors import FaissIndex
 
 EMBEDDINGS_CACHE = Path("/tmp/photos-bench-imagenet-embeddings.npy")
 K = 10
@@ -75,8 +76,9 @@ def numpy_topk(x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return search
 
 
-def build_faiss(kind: str, x: np.ndarray) -> faiss.Index:
+def build_faiss(kind: str, x: np.ndarray) -> Any:
     d = x.shape[1]
+    index: Any
     if kind == "faiss-flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "faiss-hnsw":
@@ -88,20 +90,30 @@ def build_faiss(kind: str, x: np.ndarray) -> faiss.Index:
     return index
 
 
+def _searcher(index: Any, k: int) -> Callable[[np.ndarray], np.ndarray]:
+    def search(q: np.ndarray) -> np.ndarray:
+        return index.search(q, k)[1]
+    return search
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--only", default="numpy,faiss-flat,ivf,faiss-hnsw")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--scale-ops", action="store_true", help="time the commands' work at each size instead")
     parser.add_argument("--hnsw-max", type=int, default=100_000, help="HNSW builds above this take too long on 2 cores")
     args = parser.parse_args()
     faiss.omp_set_num_threads(2)
     print(f"faiss {faiss.__version__}, threads 2")
+    if args.scale_ops:
+        for n in (int(s) for s in args.sizes.split(",")):
+            scale_ops(n, args.queries)
+        return
     print("| vectors | library | build s | query p50 ms | query p95 ms | recall@10 | memory MB |")
     print("|---|---|---|---|---|---|---|")
     for n in (int(s) for s in args.sizes.split(",")):
         x = synthetic(n)
-        rng = np.random.default_rng(1)
         queries = synthetic(args.queries, seed=2)
         exact_index = faiss.IndexFlatIP(x.shape[1])
         exact_index.add(x)
@@ -123,14 +135,11 @@ def main() -> None:
                     index.nprobe = FaissIndex.default_nprobe(index.nlist)
                 if kind == "faiss-hnsw":
                     index.hnsw.efSearch = 64
-                search = (lambda ix: lambda q: ix.search(q, K)[1])(index)
+                search = _searcher(index, K)
             build = time.perf_counter() - t
             found, p50, p95 = latencies(search, queries)
             print(f"| {n:,} | {kind} | {build:.1f} | {p50:.2f} | {p95:.2f} | {recall(found, exact):.3f} | "
                   f"{memory / 2**20:,.0f} |", flush=True)
-            del rng
-            rng = np.random.default_rng(1)
-            index = None
         del x
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB")
 
@@ -142,6 +151,57 @@ def _index_bytes(index: faiss.Index, x: np.ndarray) -> int:
     if isinstance(index, faiss.IndexIVF):
         return index.ntotal * (index.code_size + 8) + index.nlist * x.shape[1] * 4
     return x.nbytes
+
+
+
+def scale_ops(n: int, queries: int = 200) -> None:
+    """At ``n`` vectors, what the commands do: `similar` latency (incl. loading the cache from
+    disk), a full duplicates pass, and a custom label's train + apply-to-all, with memory."""
+    import tempfile
+
+    from pipeline.custom_labels import Head, cross_validate, fit_folds
+    from pipeline.duplicates import _IVF_NPROBE, NEAR_THRESHOLD
+
+    def rss_gb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    x = synthetic(n)
+    t = time.perf_counter()
+    index = FaissIndex.build(x)
+    print(f"{n:,} vectors: {index.kind} index built in {time.perf_counter() - t:.1f} s, peak RSS {rss_gb():.1f} GB")
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        path = str(Path(tmp) / "faiss.index")
+        t = time.perf_counter()
+        faiss.write_index(index.index, path)
+        print(f"  cache written in {time.perf_counter() - t:.1f} s ({Path(path).stat().st_size / 2**20:,.0f} MB)")
+        for name, flags in (("read", 0), ("mmap", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)):
+            t = time.perf_counter()
+            loaded = FaissIndex(faiss.read_index(path, flags))
+            if isinstance(loaded.index, faiss.IndexIVF):
+                loaded.index.nprobe = FaissIndex.default_nprobe(loaded.index.nlist)
+            opened = time.perf_counter() - t
+            _, p50, p95 = latencies(_searcher(loaded.index, 21), synthetic(queries, seed=3))
+            print(f"  `similar` ({name} the cache: {opened:.2f} s): query p50 {p50:.2f} ms, p95 {p95:.2f} ms")
+            del loaded
+    t = time.perf_counter()
+    pairs = index.pairs_within(x, NEAR_THRESHOLD, nprobe=_IVF_NPROBE)
+    print(f"  duplicates pass (range search >= {NEAR_THRESHOLD}, nprobe {_IVF_NPROBE}): {time.perf_counter() - t:.1f} s, "
+          f"{len(pairs):,} pairs, peak RSS {rss_gb():.1f} GB")
+    rng = np.random.default_rng(4)
+    base = real_embeddings()
+    positives = base[rng.choice(len(base), 10, replace=False)]
+    negatives = x[rng.choice(n, 300, replace=False)]
+    train_x = np.concatenate([positives, negatives])
+    y = np.array([1] * 10 + [0] * 300)
+    t = time.perf_counter()
+    cross_validate(train_x, y)
+    head = Head("bench", "", fit_folds(train_x, y))
+    trained = time.perf_counter() - t
+    t = time.perf_counter()
+    scores = np.concatenate([head.scores(x[i:i + 100_000]) for i in range(0, n, 100_000)])
+    print(f"  train (cross-validation + fit, 10 vs 300): {trained:.1f} s; apply to all {n:,}: "
+          f"{time.perf_counter() - t:.1f} s ({int(np.sum(scores >= 0.05)):,} scores >= 0.05 to store)")
+    print(f"  peak RSS {rss_gb():.1f} GB")
 
 
 if __name__ == "__main__":

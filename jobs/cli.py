@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import click
 
+from jobs.duplicates_cmd import duplicates
 from jobs.eval_cmd import evaluate
 from jobs.index_cmd import index
 from jobs.models_cmd import models
 from jobs.search_cmd import search
 from jobs.show_cmd import show
+from jobs.similar_cmd import similar
 from jobs.status_cmd import errors, status
+from jobs.train_cmd import labels, train
 from pipeline.errors import PhotosError
 
 
@@ -52,6 +55,10 @@ cli.add_command(status)
 cli.add_command(errors)
 cli.add_command(show)
 cli.add_command(evaluate)
+cli.add_command(similar)
+cli.add_command(duplicates)
+cli.add_command(train)
+cli.add_command(labels)
 
 
 def main() -> None:

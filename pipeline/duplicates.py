@@ -28,7 +28,7 @@ NEAR_THRESHOLD = 0.72
 """Cosine similarity from which two photos are near-duplicates (measured; see module doc)."""
 BURST_THRESHOLD = 0.62
 """Looser similarity for ``--burst``: consecutive shots of one scene."""
-_IVF_NPROBE = 8
+_IVF_NPROBE = 4
 """Cells visited per photo in an IVF index: a near-duplicate sits in (or next to) its
 original's cell, so few are needed, and the all-pairs pass stays minutes at 10^6 photos."""
 

@@ -55,7 +55,7 @@ def embed_files(paths: Sequence[str], model: str = "efficientnet_lite0", weights
     classifier.load()
     assert classifier.model is not None
     classifier.model = classifier.model.to(memory_format=torch.channels_last)  # as the inference stage does
-    out = []
+    out: list[np.ndarray] = []
     for start in range(0, len(paths), batch):
         images = []
         for path in paths[start:start + batch]:
