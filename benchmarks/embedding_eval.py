@@ -8,7 +8,9 @@ Indexes ``../shared/eval/imagenet-samples`` with the real pipeline (classify onl
   its label), against the random baseline (that concept's share of the other photos);
 - transfer learning: per concept, ``--draws`` random sets of 10 example photos;
   `train_label` with sampled negatives (the default), then `search(NAME)` at score >= 0.5;
-  precision and recall over the held-out photos (every photo but the examples).
+  precision and recall over the held-out photos (every photo but the examples) at score
+  0.5, and the R-precision of the search ranking (share of the concept's N held-out photos
+  among the first N results: what a user scrolling the results sees).
 
     python -m benchmarks.embedding_eval --index /tmp/photos-eval-index
 """
@@ -68,25 +70,28 @@ def similar_proof(index_dir: Path, store: IndexStore, photos: list[Path]) -> Non
 
 
 def transfer_proof(index_dir: Path, store: IndexStore, photos: list[Path], draws: int) -> None:
-    print("| concept | photos | examples | held-out precision | held-out recall | train + apply s |")
-    print("|---|---|---|---|---|---|")
+    print("| concept | photos | examples | held-out precision @0.5 | held-out recall @0.5 | R-precision of the ranking "
+          "| train + apply s |")
+    print("|---|---|---|---|---|---|---|")
     for concept in CONCEPTS:
         labels = vocabulary.expand(concept)
         positives = [str(p) for p in photos if label_of(p) in labels]
-        precisions, recalls, seconds = [], [], []
+        precisions, recalls, ranked, seconds = [], [], [], []
         for draw in range(draws):
             rng = np.random.default_rng(draw)
             examples = sorted(rng.choice(positives, 10, replace=False).tolist())
             name = "zz " + concept.replace(" ", "-") + " mine"
             report = train_label(index_dir, store, name, examples, seed=draw)
             seconds.append(report.seconds)
-            found = {h.path for h in search(store, [name], limit=10_000, min_score=0.5)} - set(examples)
+            ranking = [h for h in search(store, [name], limit=10_000) if h.path not in examples]
+            found = {h.path for h in ranking if h.score >= 0.5}
             truth = set(positives) - set(examples)
+            ranked.append(len({h.path for h in ranking[:len(truth)]} & truth) / len(truth))
             precisions.append(len(found & truth) / max(1, len(found)))
             recalls.append(len(found & truth) / max(1, len(truth)))
             remove_label(store, name)
         print(f"| {concept} | {len(positives)} | 10 x {draws} draws | {np.mean(precisions):.3f} | "
-              f"{np.mean(recalls):.3f} | {np.mean(seconds):.1f} |", flush=True)
+              f"{np.mean(recalls):.3f} | {np.mean(ranked):.3f} | {np.mean(seconds):.1f} |", flush=True)
 
 
 def main() -> None:
