@@ -43,7 +43,7 @@ def concept_of(label: str, present: set[str]) -> frozenset[str] | None:
 
     concepts = json.loads((Path(vocabulary.__file__).with_name("vocabulary.json")).read_text())["concepts"]
     best: frozenset[str] | None = None
-    for name, concept in concepts.items():
+    for concept in concepts.values():
         labels = vocabulary.expand(concept["words"][0]) & present if concept.get("words") else frozenset()
         if label in labels and len(labels) >= 2 and (best is None or len(labels) < len(best)):
             best = labels
