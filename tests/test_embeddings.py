@@ -215,3 +215,22 @@ def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos)
         remove_label(store, "house dogs")
     finally:
         store.close()
+
+
+def test_ivf_duplicate_pass_finds_what_exact_search_finds():
+    """The per-cell pass over an IVF index against exact all pairs, on planted near-copies."""
+    from benchmarks.vectors import plant_duplicates
+    from pipeline.vectors import FaissIndex
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 50, 6000)] + rng.normal(0, 1.0, (6000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    planted = plant_duplicates(x, share=0.02, noise=0.02)
+    ivf = FaissIndex.build(x, kind="ivf")
+    assert ivf.kind == "ivf"
+    exact = {(i, j) for i, j, _ in FaissIndex.build(x, kind="flat").pairs_within(x, 0.9)}
+    found = {(i, j) for i, j, _ in ivf.pairs_within(x, 0.9)}
+    assert planted <= exact and len(found & exact) >= 0.99 * len(exact) and found <= exact
+    scores, rows = ivf.search(x[:20], 1)
+    assert (rows[:, 0] == np.arange(20)).mean() >= 0.95 and np.all(scores <= 1.001)
