@@ -206,7 +206,11 @@ def refresh_vectors(index_dir: Path, store: IndexStore, kind: str = "auto",
             pieces.append((part, old_paths[start:start + count], old_vectors[start:start + count],
                            [state["model"]] * count if state else []))
         else:
-            pieces.append((part, *_read_part_vectors(parquet_dir(index_dir), part)))
+            try:
+                pieces.append((part, *_read_part_vectors(parquet_dir(index_dir), part)))
+            except FileNotFoundError as exc:  # a nightly run replaced the part meanwhile
+                raise IndexStoreError(f"the index changed while its vectors were read ({part}); "
+                                      "run the command again") from exc
     model = _majority_model(pieces)
     paths: list[str] = []
     chunks: list[np.ndarray] = []
@@ -225,6 +229,8 @@ def refresh_vectors(index_dir: Path, store: IndexStore, kind: str = "auto",
 
 
 def _read_part_vectors(folder: Path, part: str) -> tuple[list[str], np.ndarray, list[str]]:
+    if "embedding" not in pq.read_schema(folder / part).names:  # written before embeddings existed
+        return [], np.empty((0, 0), np.float16), []
     table = pq.read_table(folder / part, columns=["path", "embedding", "models"])
     rows = table.to_pydict()
     keep = [i for i, e in enumerate(rows["embedding"]) if e is not None]
