@@ -9,8 +9,8 @@ runs: every score comes from the Parquet ``embedding`` column (through ``pipelin
 Scores of at least :data:`STORED_MIN_SCORE` go into the ``labels`` table with source
 ``custom``, and NAME into the full-text table, so `photos search NAME` finds them ranked
 by score, and combines with every other term. Heads are stored as plain numbers (JSON in
-the ``custom_heads`` table), never pickled: one (coefficients, intercept, sigmoid a, b)
-per calibration fold, averaged as scikit-learn does. After each nightly run
+the ``custom_heads`` table), never pickled: (coefficients, intercept, sigmoid a, b), one
+set per calibration fold if :data:`ENSEMBLE`, averaged as scikit-learn does. After each nightly run
 :func:`apply_custom_labels` scores the photos that run committed (new, changed, moved).
 """
 
@@ -49,6 +49,10 @@ SOURCE = "custom"
 MIN_EXAMPLES = 3
 STORED_MIN_SCORE = 0.05
 """Scores below this are not stored: search ignores them by default (``DEFAULT_MIN_SCORE``)."""
+ENSEMBLE = False
+"""False: one regression fitted on every example, its sigmoid fitted on cross-validated
+decision values, so photos rank as the regression ranks them (an average of one regression
+per fold sees fewer of the few examples in each)."""
 SAMPLED_NEGATIVES = 300
 """Negatives drawn from the rest of the index when none are given (at most)."""
 _NAME = re.compile(r"^[a-z0-9]+(?:[ _-][a-z0-9]+)*$")
@@ -138,12 +142,16 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
 
 def unlike_examples(vectors: np.ndarray, positive_rows: list[int]) -> np.ndarray:
     """Rows to sample negatives from: not an example, and less like the examples' centre than
-    the least typical example is. The rest of a library holds more photos of the concept
-    (other dogs, when the examples are dogs); calling them negatives would teach the head
-    that dogs are not dogs."""
-    centre = np.asarray(vectors[positive_rows], dtype=np.float32).mean(axis=0)
+    the least typical example is like the centre of the others. The rest of a library holds
+    more photos of the concept (other dogs, when the examples are dogs); calling them
+    negatives would teach the head that dogs are not dogs. (Leave-one-out, since each
+    example pulls the full centre towards itself.)"""
+    examples = np.asarray(vectors[positive_rows], dtype=np.float32)
+    others = examples.sum(axis=0) - examples
+    others /= np.linalg.norm(others, axis=1, keepdims=True)
+    floor = float(np.min(np.sum(examples * others, axis=1)))
+    centre = examples.mean(axis=0)
     centre /= np.linalg.norm(centre)
-    floor = float(np.min(np.asarray(vectors[positive_rows], dtype=np.float32) @ centre))
     similarity = np.concatenate([np.asarray(vectors[i:i + 100_000], dtype=np.float32) @ centre
                                  for i in range(0, len(vectors), 100_000)])
     candidates = np.flatnonzero(similarity < floor)
@@ -160,14 +168,19 @@ def fit_folds(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[dict[str, Any
     weights = np.where(y == 1, 0.5 / max(1, int(y.sum())), 0.5 / max(1, int((1 - y).sum()))) * len(y)
     model = CalibratedClassifierCV(
         LogisticRegression(C=1.0, max_iter=1000, random_state=seed),
-        method="sigmoid", cv=min(3, int(y.sum()), int((1 - y).sum())),
+        method="sigmoid", cv=min(3, int(y.sum()), int((1 - y).sum())), ensemble=ENSEMBLE,
     ).fit(x, y, sample_weight=weights)
     folds = []
     for fitted in model.calibrated_classifiers_:
         calibrator = fitted.calibrators[0]
+        a, b = float(calibrator.a_), float(calibrator.b_)
+        if a >= 0:
+            # With a handful of examples the held-out decision values can be so poor that
+            # Platt's fit turns the scale round (measured: 'dog', 10 examples, a = +0.25),
+            # which would rank the likeliest photos last; keep the regression's own probability.
+            a, b = -1.0, 0.0
         folds.append({"coef": fitted.estimator.coef_[0].astype(float).tolist(),
-                      "intercept": float(fitted.estimator.intercept_[0]),
-                      "a": float(calibrator.a_), "b": float(calibrator.b_)})
+                      "intercept": float(fitted.estimator.intercept_[0]), "a": a, "b": b})
     return folds
 
 

