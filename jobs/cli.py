@@ -28,6 +28,10 @@ COMMANDS = {
     "errors": "jobs.status_cmd:errors",
     "show": "jobs.show_cmd:show",
     "eval": "jobs.eval_cmd:evaluate",
+    "similar": "jobs.similar_cmd:similar",
+    "duplicates": "jobs.duplicates_cmd:duplicates",
+    "train": "jobs.train_cmd:train",
+    "labels": "jobs.train_cmd:labels",
 }
 """Command name -> "module:attribute" of its Click command."""
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from models.registry import ModelSpec, choose_models, get_spec
 from models.weights import fetch_weights
+from pipeline.custom_labels import apply_custom_labels
 from pipeline.errors import WeightsMissingError
 from pipeline.fingerprint import fingerprint
 from pipeline.inference import ModelPlan
@@ -158,6 +159,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                 if plan.todo and session is None and not in_process:
                     session = _ray_session(settings)
                 _commit_run(plan, writer, chosen, settings, gpus, progress, in_process)
+                apply_custom_labels(settings.index_dir, store, run_id)  # custom labels score the new photos
                 summary.status = "done"
             except KeyboardInterrupt:
                 summary.status = "interrupted"

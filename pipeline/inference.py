@@ -47,8 +47,12 @@ BASE_FIELDS = [
     pa.field("error_stage", pa.string(), nullable=False),
     pa.field("error_reason", pa.string(), nullable=False),
 ]
+TASK_COLUMNS: dict[str, dict[str, pa.DataType]] = {
+    task: {w.column: w.arrow_type, **getattr(w, "extra_columns", {})} for task, w in TASK_WRAPPERS.items()
+}
+"""Task -> the columns it fills: its ``column``, then any ``extra_columns`` (the classifier's embedding)."""
 METADATA_FIELD = pa.field("metadata", METADATA_TYPE)  # date taken, camera, GPS: pipeline/metadata.py
-RESULT_SCHEMA = pa.schema(BASE_FIELDS + [pa.field(w.column, w.arrow_type) for w in TASK_WRAPPERS.values()]
+RESULT_SCHEMA = pa.schema(BASE_FIELDS + [pa.field(c, t) for cols in TASK_COLUMNS.values() for c, t in cols.items()]
                           + [METADATA_FIELD])
 """Rows out of the inference stage: every task's column, null where the task did not run."""
 
@@ -141,7 +145,7 @@ class InferenceStage:
         n = len(batch["path"])
         stages = [str(s) for s in batch["error_stage"]]
         reasons = [str(r) for r in batch["error_reason"]]
-        columns: dict[str, list] = {w.column: [None] * n for w in TASK_WRAPPERS.values()}
+        columns: dict[str, list] = {c: [None] * n for cols in TASK_COLUMNS.values() for c in cols}
         tasks = [str(t).split(",") for t in batch["tasks"]]
         for wrapper in self.wrappers:
             live = [i for i in range(n) if not reasons[i] and wrapper.task in tasks[i]]
@@ -155,7 +159,8 @@ class InferenceStage:
                 if isinstance(outcome, _Failure):
                     stages[i], reasons[i] = wrapper.task, outcome.reason
                 else:
-                    columns[wrapper.column][i] = outcome
+                    for column, value in outcome.items():
+                        columns[column][i] = value
         for values in columns.values():  # a photo that failed any task keeps no result
             for i in range(n):
                 if reasons[i]:
@@ -190,7 +195,7 @@ def failed_rows(work: Sequence[WorkItem], stage: str, reason: str) -> pa.Table:
         "previous_path": [w.previous_path for w in work],
         "error_stage": [stage] * n,
         "error_reason": [reason] * n,
-        **{w.column: pa.nulls(n, w.arrow_type) for w in TASK_WRAPPERS.values()},
+        **{c: pa.nulls(n, t) for cols in TASK_COLUMNS.values() for c, t in cols.items()},
         "metadata": pa.nulls(n, METADATA_TYPE),
     }, schema=RESULT_SCHEMA)
 
@@ -200,17 +205,25 @@ class _Failure:
     reason: str
 
 
+def _predict_columns(wrapper: ModelWrapper, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[dict]:
+    """Per image, {column: value} for every column the wrapper's task fills."""
+    several = getattr(wrapper, "predict_columns", None)
+    if several is not None:
+        return several(images, sizes)
+    return [{wrapper.column: r} for r in wrapper.predict(images, sizes)]
+
+
 def _predict_isolating(wrapper: ModelWrapper, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list:
     """Predict the batch; if that fails, each image alone, so only the bad ones fail."""
     if len(images) > 1:
         try:
-            return wrapper.predict(images, sizes)
+            return _predict_columns(wrapper, images, sizes)
         except Exception:
             pass
     outcomes: list = []
     for image, size in zip(images, sizes):
         try:
-            outcomes.extend(wrapper.predict([image], [size]))
+            outcomes.extend(_predict_columns(wrapper, [image], [size]))
         except Exception as exc:
             outcomes.append(_Failure(f"{wrapper.spec.name} failed on this image: {type(exc).__name__}: {exc}"))
     return outcomes

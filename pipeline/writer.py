@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import TASK_WRAPPERS, wrapper_named
+from pipeline.inference import TASK_COLUMNS
 from pipeline.metadata import index_row
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
 from pipeline.places import add_places, place_words
@@ -170,14 +171,14 @@ class IndexWriter:
         weights = {t: self.models[t].weights for t in ran}
         old_models = dict(previous["models"]) if previous else {}
         old_weights = dict(previous["weights"]) if previous else {}
-        for task, wrapper in TASK_WRAPPERS.items():
+        for task, columns in TASK_COLUMNS.items():
             if task in ran:
-                record[wrapper.column] = row[wrapper.column]
+                record.update((c, row[c]) for c in columns)
             elif task in old_models:
-                record[wrapper.column] = previous[wrapper.column]
+                record.update((c, previous.get(c)) for c in columns)
                 models[task], weights[task] = old_models[task], old_weights[task]
             else:
-                record[wrapper.column] = None
+                record.update((c, None) for c in columns)
         record["metadata"] = row.get("metadata")  # read from the file now, never carried
         return {**record, "models": sorted(models.items()), "weights": sorted(weights.items()),
                 "run_id": self.run_id, "indexed_at": now_ms}
