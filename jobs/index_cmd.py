@@ -12,7 +12,7 @@ from jobs.options import index_option, resolve_index_dir
 from models.weights import default_weights_dir
 from pipeline.indexer import RunSummary, index_library
 from pipeline.plan import RunPlan
-from pipeline.settings import PRECISIONS, TASKS, IndexSettings, help_for
+from pipeline.settings import DEFAULT_TASKS, PRECISIONS, TASKS, IndexSettings, help_for
 
 EXIT_SOME_FAILED = 3
 """Exit code of a run that finished but could not index some files (see `photos errors`)."""
@@ -64,7 +64,7 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=str))
 @index_option
-@click.option("--models", "tasks", default=",".join(TASKS), callback=_parse_tasks, show_default=True,
+@click.option("--models", "tasks", default=",".join(DEFAULT_TASKS), callback=_parse_tasks, show_default=True,
               help=help_for("tasks"))
 @click.option("--classifier", default=None, help=help_for("classifier"))
 @click.option("--detector", default=None, help=help_for("detector"))

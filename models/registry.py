@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,12 +46,16 @@ class ModelSpec:
     input_size: int = 256
     """Shorter side, in pixels, the model sees; photos are decoded once at the largest
     ``input_size`` of a run's models, so no model upsamples a smaller working image."""
+    load_file: Callable[[Path], Any] | None = None
+    """Reads the located weights file (and its siblings) when one ``torch.load`` is not
+    enough: the face task's three MTCNN files plus its embedding graph."""
 
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
     "detect": {"cpu": "fasterrcnn_mobilenet_v3_large_320_fpn", "gpu": "fasterrcnn_resnet50_fpn_v2"},
     "segment": {"cpu": "lraspp_mobilenet_v3_large", "gpu": "deeplabv3_resnet50"},
+    "faces": {"cpu": "mtcnn_mobilefacenet", "gpu": "mtcnn_mobilefacenet"},
 }
 """Per task, the model used when none is named: fast on CPU, stronger on GPU."""
 
@@ -137,6 +142,9 @@ def _build_registry() -> dict[str, ModelSpec]:
         _torchvision("segment", "deeplabv3_resnet101", "DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1",
                      weights_backbone=None, aux_loss=True),
     ]
+    from models.faces import face_spec
+
+    specs.append(face_spec())
     return {spec.name: spec for spec in specs}
 
 

@@ -109,6 +109,8 @@ def verify_weights(spec: ModelSpec, path: Path) -> None:
 def load_state_dict(spec: ModelSpec, weights_dir: Path | None, offline: bool) -> Mapping[str, torch.Tensor]:
     """Fetch, verify and load ``spec``'s weights as tensors (never unpickling code)."""
     path = fetch_weights(spec, weights_dir, offline)
+    if spec.load_file is not None:
+        return spec.load_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import TASK_WRAPPERS
+from pipeline.people_store import face_hook
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
@@ -135,7 +136,10 @@ class IndexWriter:
         photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
         self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
                                 rewrites=rewrites, superseded=sorted(superseded),
-                                object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)))
+                                object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)),
+                                hooks=[face_hook(records, superseded,
+                                                 {r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
+                                                 | {m.file.path: m.previous_path for m in moves})])
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
