@@ -12,6 +12,7 @@ import click
 from jobs.eval_cmd import evaluate
 from jobs.index_cmd import index
 from jobs.models_cmd import models
+from jobs.people_cmd import people
 from jobs.search_cmd import search
 from jobs.show_cmd import show
 from jobs.status_cmd import errors, status
@@ -52,6 +53,7 @@ cli.add_command(status)
 cli.add_command(errors)
 cli.add_command(show)
 cli.add_command(evaluate)
+cli.add_command(people)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
+from pipeline.people_ops import person_named
 from pipeline.search import DEFAULT_MIN_SCORE
 from pipeline.search import search as search_index
 from pipeline.store import IndexStore
@@ -26,9 +27,12 @@ from pipeline.store import IndexStore
               help="Only photos with at least this many detected boxes of each term (and --object).")
 @click.option("--min-area", type=click.FloatRange(0, 1), default=0.0,
               help="Boxes counted by --object and --min-count must cover this fraction of the photo.")
+@click.option("--person", "persons", multiple=True,
+              help="Only photos with this named person (repeatable; see `photos people`).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (path, score, labels, width, height).")
 def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score: float,
-           objects_of: tuple[str, ...], min_count: int, min_area: float, as_json: bool) -> None:
+           objects_of: tuple[str, ...], min_count: int, min_area: float, persons: tuple[str, ...],
+           as_json: bool) -> None:
     """Photos matching every TERM, best first.
 
     A term is a word ("dog", "beach", "retriever") or, quoted, a phrase ("golden
@@ -44,11 +48,15 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
       photos search "golden retriever" --json
       photos search person --min-count 3
       photos search --object car --min-area 0.1
+      photos search anna beach          (a named person is a search word)
+      photos search --person anna --person bob
     """
     store = IndexStore.open(resolve_index_dir(index_dir), create=False)
     try:
+        for name in persons:
+            person_named(store, name)  # an unknown name is an error, not an empty result
         hits = search_index(store, terms, limit=limit, min_score=min_score, objects_of=objects_of,
-                            min_count=min_count, min_area=min_area)
+                            min_count=min_count, min_area=min_area, persons=persons)
     finally:
         store.close()
     if as_json:
@@ -58,7 +66,8 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
         ], indent=2, ensure_ascii=False))
         return
     if not hits:
-        click.echo(f"No photos match {' '.join(terms + tuple(f'--object {o}' for o in objects_of))!r}.")
+        asked = terms + tuple(f"--object {o}" for o in objects_of) + tuple(f"--person {p}" for p in persons)
+        click.echo(f"No photos match {' '.join(asked)!r}.")
         return
     for h in hits:
         why = ", ".join(f"{m['label']} {m['score']:.2f}" for m in h.labels[:3])

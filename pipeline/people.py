@@ -119,7 +119,7 @@ def _neighbour_graph(embeddings: np.ndarray, max_distance: float, k: int) -> lis
     ok = (1.0 - sims <= max_distance) & (nbrs >= 0)
     rows = np.repeat(np.arange(n), k)[ok.ravel()]
     graph = coo_matrix((np.ones(len(rows)), (rows, nbrs.ravel()[ok.ravel()])), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
+    _, labels = connected_components(graph, directed=False)
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     return np.split(order, bounds)
@@ -168,13 +168,14 @@ def cluster(embeddings: np.ndarray, max_distance: float, min_faces: int, k: int 
 
 
 def group_faces(embeddings: np.ndarray, person_of: Sequence[int], frozen: Sequence[bool],
-                settings: GroupingSettings = GroupingSettings(),
+                settings: GroupingSettings | None = None,
                 rejected: Mapping[int, set[int]] | None = None) -> Grouping:
     """One incremental pass over all faces.
 
     ``person_of``: each face's person id, -1 for none; ``frozen``: faces never to group
     (forgotten); ``rejected``: face index -> persons it is not. Faces with a person keep it.
     """
+    settings = settings or GroupingSettings()
     embeddings = normalise(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
     person_of = np.asarray(person_of, np.int64)
     free = np.flatnonzero((person_of < 0) & ~np.asarray(frozen, bool))

@@ -16,7 +16,14 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from pipeline.errors import QueryError
 from pipeline.people import GroupingSettings, group_faces
 from pipeline.people_store import (
-    ensure_tables, face_rejections, faces, from_blob, new_person, people, refresh_labels, set_person,
+    ensure_tables,
+    face_rejections,
+    faces,
+    from_blob,
+    new_person,
+    people,
+    refresh_labels,
+    set_person,
 )
 from pipeline.store import IndexStore, photos
 
@@ -41,7 +48,10 @@ class GroupReport:
     problems: list[str] = field(default_factory=list)
 
 
-def regroup(store: IndexStore, settings: GroupingSettings = GroupingSettings()) -> GroupReport:
+DEFAULT_GROUPING = GroupingSettings()
+
+
+def regroup(store: IndexStore, settings: GroupingSettings = DEFAULT_GROUPING) -> GroupReport:
     """The nightly pass: new faces join people, leftovers form new people (``pipeline/people.py``).
 
     A face whose stored embedding is unreadable (wrong length, NaN, not a float16 blob) is

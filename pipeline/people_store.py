@@ -29,8 +29,22 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    Column, Connection, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, Table, Text,
-    and_, delete, func, insert, select, update,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    update,
 )
 
 from pipeline.store import IndexStore, label_names, labels, photos

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import TASK_WRAPPERS
-from pipeline.people_store import face_hook
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
+from pipeline.people_store import face_hook
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
 from pipeline.store import IndexStore, LabelRow, ObjectRow, PartRewrite, SegmentRow
