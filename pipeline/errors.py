@@ -11,7 +11,9 @@ Hierarchy::
     ├── DecodeError          one file cannot be decoded (becomes an error row, never stops a run)
     ├── ModelError
     │   ├── UnknownModelError    no model of that name in the registry
-    │   └── WeightsMissingError  weights not in --weights-dir, the torch hub cache, or downloadable
+    │   ├── WeightsMissingError  weights not in --weights-dir, the torch hub cache, or downloadable
+    │   ├── ModelFileError       a model file is unreadable, truncated or inconsistent
+    │   └── UnsupportedModelError  a model file uses an op or feature the converter lacks
     ├── IndexStoreError      the index folder or database cannot be opened or written
     │   └── IndexLockedError     another `photos index` holds the index
     └── QueryError           a search query that cannot mean anything (e.g. empty)
@@ -47,6 +49,16 @@ class UnknownModelError(ModelError):
 
 class WeightsMissingError(ModelError):
     """Weights for a model are not available locally and could not be downloaded."""
+
+
+class ModelFileError(ModelError):
+    """A model file (e.g. a TF.js graph's JSON or weights) is unreadable, truncated or
+    inconsistent; the message names the file."""
+
+
+class UnsupportedModelError(ModelError):
+    """A model file is well formed but uses an op or attribute the converter does not
+    support; raised at load time, naming the op, the node and the file."""
 
 
 class IndexStoreError(PhotosError):
