@@ -55,7 +55,7 @@ DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
     "detect": {"cpu": "fasterrcnn_mobilenet_v3_large_320_fpn", "gpu": "fasterrcnn_resnet50_fpn_v2"},
     "segment": {"cpu": "lraspp_mobilenet_v3_large", "gpu": "deeplabv3_resnet50"},
-    "faces": {"cpu": "mtcnn_mobilefacenet", "gpu": "mtcnn_mobilefacenet"},
+    "faces": {"cpu": "mtcnn_faceres", "gpu": "mtcnn_faceres"},
 }
 """Per task, the model used when none is named: fast on CPU, stronger on GPU."""
 
