@@ -81,7 +81,7 @@ def run_faces(cache: Path) -> dict:
     data = {k: np.array(v) for k, v in rows.items()}
     data["seconds"] = np.array(seconds)
     data["failures"] = np.array(failures)
-    np.savez(cache, **data)
+    np.savez(cache, **data)  # type: ignore[arg-type]
     return data
 
 

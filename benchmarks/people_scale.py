@@ -48,7 +48,11 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=100_000)
     ap.add_argument("--dims", type=int, default=1024)
     args = ap.parse_args()
-    x, who = synthetic(args.faces, args.dims, 0)
+    extra = max(1, args.faces // 100)
+    every, every_who = synthetic(args.faces + extra, args.dims, 0)
+    order = np.random.default_rng(2).permutation(len(every))  # the newest 1% arrive on night 2
+    x, who = every[order[: args.faces]], every_who[order[: args.faces]]
+    new = every[order[args.faces:]]
     print(f"{len(x)} faces of {who.max() + 1} people ({np.sum(np.bincount(who) >= 2)} with >= 2 faces), "
           f"{args.dims}-d; memory before grouping {peak_mb():.0f} MB")
     settings = GroupingSettings()
@@ -62,7 +66,6 @@ def main() -> None:
     p, r = pairwise_scores(list(who[sample]), list(label[sample]))
     print(f"first pass: {took:.1f} s, {len(first.new_people)} people, peak memory {peak_mb():.0f} MB; "
           f"pairwise precision {p:.3f} recall {r:.3f} (4,000-face sample)")
-    new, new_who = synthetic(max(1, len(x) // 100), args.dims, 0)  # same people, new faces
     both = np.vstack([x, new])
     t = time.perf_counter()
     nightly = group_faces(both, list(label) + [-1] * len(new), [False] * len(both), settings)

@@ -151,6 +151,11 @@ def _print_summary(s: RunSummary) -> None:
         f"  failed     {s.failed}\n"
         f"  index      {s.index_dir}"
     )
+    if s.people is not None:
+        click.echo(f"  people     {s.people.assigned} faces joined people, {s.people.new_people} new people "
+                   "(`photos people`)")
+        for problem in s.people.problems[:10]:
+            click.echo(f"  ! {problem}")
     for task in s.skipped_tasks:
         click.secho(f"  SKIPPED    {task}: weights missing (see the warning above; --weights-dir)", fg="yellow")
     shown = s.failures[:10]

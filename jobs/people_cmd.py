@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
+from pipeline.lock import index_lock
 from pipeline.people import (
     ASSIGN_DISTANCE,
     CLUSTER_DISTANCE,
@@ -142,13 +143,16 @@ def show_cmd(ctx: click.Context, person_id: int, out: Path, limit: int, index_di
 @index_option
 @click.pass_context
 def forget_cmd(ctx: click.Context, person_id: int, index_dir: Path | None) -> None:
-    """Delete PERSON_ID's name and its faces' embeddings; those faces are not grouped again
-    (until `photos people unforget`)."""
-    store = _open(_index(ctx, index_dir))
-    try:
-        n = forget_person(store, person_id)
-    finally:
-        store.close()
+    """Delete PERSON_ID's name and its faces' embeddings (SQLite and Parquet); those faces
+    are not grouped again (until `photos people unforget`). Waits for no run: fails if
+    `photos index` is writing the index."""
+    folder = resolve_index_dir(_index(ctx, index_dir))
+    with index_lock(folder):  # the Parquet parts are rewritten without the embeddings
+        store = _open(folder)
+        try:
+            n = forget_person(store, person_id, folder)
+        finally:
+            store.close()
     click.echo(f"Forgot person {person_id} ({n} faces).")
 
 

@@ -21,6 +21,8 @@ land anywhere and glue different people together when grouping:
 - ``MIN_BLUR``: variance of the Laplacian of the aligned grey 112 x 112 face
   (``models/face_align.py``); measured on ../shared/eval/faces (see the README).
 - ``MIN_SCORE``: MTCNN's O-Net probability.
+- ``MIN_INSIDE``: the share of the face box inside the photo; a face cut in half by the
+  border gives half an embedding.
 
 Weights: the three MTCNN files (``pnet.pt``, ``rnet.pt``, ``onet.pt``, facenet-pytorch
 2.6.0) in one folder; the embedding net (``mobilefacenet.json`` + ``.bin``, a TF.js graph
@@ -56,6 +58,7 @@ FACE_TYPE = pa.list_(pa.struct([
 MIN_FACE_PX = 32
 MIN_BLUR = 40.0
 MIN_SCORE = 0.9
+MIN_INSIDE = 0.75
 MAX_FACES = 200
 """At most this many faces per photo (best first): a crowd or a poster wall stays bounded."""
 EMBEDDER_FILE = "faceres.json"
@@ -137,6 +140,7 @@ class FaceFinder(ModelWrapper):
         self.min_face = int(getattr(options, "min_face_px", MIN_FACE_PX))
         self.min_blur = float(getattr(options, "min_face_blur", MIN_BLUR))
         self.min_score = float(getattr(options, "min_face_score", MIN_SCORE))
+        self.max_faces = int(getattr(options, "max_faces", MAX_FACES))
 
     @classmethod
     def from_folder(cls, folder: Path, device: str = "cpu", options: Any = None) -> FaceFinder:
@@ -164,16 +168,19 @@ class FaceFinder(ModelWrapper):
     def find(self, image: np.ndarray, original: tuple[int, int] | None = None) -> list[dict[str, Any]]:
         """The kept faces of one working image, geometry in ``original`` (w, h) pixels."""
         self.load()
-        assert self.model is not None and self.embed is not None
+        assert isinstance(self.model, mtcnn.MTCNN) and self.embed is not None
         working = (image.shape[1], image.shape[0])
         original = original or working
         if image.ndim != 3 or image.shape[2] != 3 or min(working) < 12:
             return []
-        raw = mtcnn.detect(self.model, image, min_face=max(12, self.min_face), max_faces=MAX_FACES)
+        raw = mtcnn.detect(self.model, image, min_face=max(12, self.min_face), max_faces=self.max_faces)
         kept: list[tuple[int, np.ndarray, float]] = []
-        for i in np.argsort(-raw.scores)[:MAX_FACES]:
+        for i in np.argsort(-raw.scores):
             x1, y1, x2, y2 = raw.boxes[i]
             if raw.scores[i] < self.min_score or min(x2 - x1, y2 - y1) < self.min_face:
+                continue
+            inside = (min(x2, working[0]) - max(x1, 0)) * (min(y2, working[1]) - max(y1, 0))
+            if inside < MIN_INSIDE * (x2 - x1) * (y2 - y1):
                 continue
             face = align(image, raw.landmarks[i], EMBEDDER_SIZE)
             half = face.reshape(EMBEDDER_SIZE // 2, 2, EMBEDDER_SIZE // 2, 2, 3).mean(axis=(1, 3))
@@ -181,6 +188,7 @@ class FaceFinder(ModelWrapper):
             if blur < self.min_blur:
                 continue
             kept.append((int(i), face, blur))
+        kept = kept[: self.max_faces]
         if not kept:
             return []
         vectors = self.embed(np.stack([f for _, f, _ in kept]))

@@ -67,22 +67,23 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def centroids(embeddings: np.ndarray, person_of: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def centroids(embeddings: np.ndarray, person_of: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(person ids, their mean embeddings) of the faces with a person (``person_of`` >= 0).
 
     The mean is not renormalised: a face's dot product with it is its mean similarity to
     the person's faces, i.e. its average-linkage distance to the person, the same measure
     (and so the same threshold) that formed the person. A renormalised centroid is nearer
-    to every face than the faces are to each other, and let look-alikes in (measured:
-    precision 0.81 instead of 0.97 at 0.40 on ../shared/eval/faces).
+    to every face than the faces are to each other, and let look-alikes in (measured on
+    ../shared/eval/faces, half the photos grouped, then the rest assigned, both at 0.40:
+    pairwise precision 0.81 with a renormalised centroid, 0.90 with the mean).
     """
-    person_of = np.asarray(person_of)
-    ids = np.unique(person_of[person_of >= 0])
+    owner = np.asarray(person_of)
+    ids = np.unique(owner[owner >= 0])
     if len(ids) == 0:
         return ids, np.zeros((0, embeddings.shape[1]), np.float32)
-    index = np.searchsorted(ids, person_of[person_of >= 0])
+    index = np.searchsorted(ids, owner[owner >= 0])
     sums = np.zeros((len(ids), embeddings.shape[1]), np.float64)
-    np.add.at(sums, index, embeddings[person_of >= 0])
+    np.add.at(sums, index, embeddings[owner >= 0])
     return ids, (sums / np.bincount(index)[:, None]).astype(np.float32)
 
 
@@ -183,7 +184,7 @@ def cluster(embeddings: np.ndarray, max_distance: float, min_faces: int, k: int 
     return sorted(groups, key=lambda g: (-len(g), g[0]))
 
 
-def group_faces(embeddings: np.ndarray, person_of: Sequence[int], frozen: Sequence[bool],
+def group_faces(embeddings: np.ndarray, person_of: Sequence[int] | np.ndarray, frozen: Sequence[bool],
                 settings: GroupingSettings | None = None,
                 rejected: Mapping[int, set[int]] | None = None) -> Grouping:
     """One incremental pass over all faces.
@@ -193,9 +194,9 @@ def group_faces(embeddings: np.ndarray, person_of: Sequence[int], frozen: Sequen
     """
     settings = settings or GroupingSettings()
     embeddings = normalise(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
-    person_of = np.asarray(person_of, np.int64)
-    free = np.flatnonzero((person_of < 0) & ~np.asarray(frozen, bool))
-    ids, cents = centroids(embeddings, person_of)
+    owner = np.asarray(person_of, np.int64)
+    free = np.flatnonzero((owner < 0) & ~np.asarray(frozen, bool))
+    ids, cents = centroids(embeddings, owner)
     local_rejected = {}
     if rejected:
         position = {int(f): i for i, f in enumerate(free)}

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from pipeline.errors import QueryError
 from pipeline.people import GroupingSettings, group_faces
+from pipeline.people_scrub import scrub_embeddings
 from pipeline.people_store import (
     ensure_tables,
     face_rejections,
@@ -178,19 +180,24 @@ def remove_face(store: IndexStore, face_id: int) -> int:
         return int(row.person_id)
 
 
-def forget_person(store: IndexStore, person_id: int) -> int:
+def forget_person(store: IndexStore, person_id: int, index_dir: Path | None = None) -> int:
     """Delete a person's name and its faces' embeddings; those faces are never grouped again
-    (until :func:`unforget_faces`). Returns how many faces were forgotten."""
+    (until :func:`unforget_faces`). With ``index_dir`` (the caller holds the index lock) the
+    embeddings are removed from the Parquet parts too. Returns how many faces were forgotten."""
     ensure_tables(store)
     with store.engine.begin() as conn:
         _person(conn, person_id)
         affected = _photo_ids_of(conn, person_id)
+        positions = [(r.path, r.n) for r in conn.execute(select(faces.c.path, faces.c.n)
+                                                          .where(faces.c.person_id == person_id))]
         n = conn.execute(update(faces).where(faces.c.person_id == person_id)
                          .values(person_id=None, embedding=None, state="forgotten")).rowcount
         conn.execute(delete(face_rejections).where(face_rejections.c.person_id == person_id))
         conn.execute(delete(people).where(people.c.id == person_id))
         refresh_labels(conn, affected)
-        return int(n)
+    if index_dir is not None:
+        scrub_embeddings(store, index_dir, positions)
+    return int(n)
 
 
 def unforget_faces(store: IndexStore) -> int:

@@ -82,10 +82,21 @@ def test_odd_inputs_never_crash(tmp_path, finder):
 
 @pytest.mark.slow
 def test_a_crowd_is_bounded(finder):
-    """A 15 x 10 wall of faces: at most MAX_FACES kept, every box inside the photo."""
+    """A 15 x 14 wall of 210 faces: at most ``max_faces`` kept, every box inside the photo.
+
+    The tiles are small (faces of ~40 px): the blur filter would rightly drop them all,
+    so it is off here; this test is about the bound, not about quality.
+    """
     pixels, _ = _pixels(BUSH, 250)
     tile = np.asarray(Image.fromarray(pixels).resize((96, 96)))
-    wall = np.tile(tile, (10, 15, 1))
-    found = finder.find(wall)
-    assert 100 <= len(found) <= MAX_FACES
+    wall = np.tile(tile, (14, 15, 1))
+    saved = finder.min_blur, finder.max_faces
+    finder.min_blur = 0.0
+    try:
+        assert 150 <= len(finder.find(wall)) <= MAX_FACES  # most of the 210 (MTCNN misses some)
+        finder.max_faces = 100
+        found = finder.find(wall)
+    finally:
+        finder.min_blur, finder.max_faces = saved
+    assert 90 <= len(found) <= 100  # the bound applies before O-Net, which drops a few more
     assert all(0 <= f["x1"] < f["x2"] <= wall.shape[1] and 0 <= f["y1"] < f["y2"] <= wall.shape[0] for f in found)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -37,7 +38,7 @@ def test_clusters_need_min_faces_and_stay_apart():
     centres = rng.standard_normal((3, 64))
     x = np.vstack([_blobs(rng, centres, 5, 0.05), rng.standard_normal((1, 64)) / 8.0])
     groups = cluster(x / np.linalg.norm(x, axis=1, keepdims=True), 0.3, 2)
-    assert sorted(map(sorted, groups)) == [list(range(0, 5)), list(range(5, 10)), list(range(10, 15))]
+    assert sorted(map(sorted, groups)) == [list(range(5)), list(range(5, 10)), list(range(10, 15))]
 
 
 def test_incremental_pass_keeps_people_and_honours_rejections():
@@ -148,6 +149,9 @@ def test_people_from_real_faces_named_searched_merged_forgotten(tmp_path, face_r
                                     ).scalar()
     assert left == 1 and list_people(store) == [] and search(store, ["george"]) == []
     store.close()
+    table = pq.read_table(parquet_dir(index))
+    embeddings = [f["embedding"] for faces in table.column("faces").to_pylist() for f in faces or ()]
+    assert sum(e is None for e in embeddings) == 5 and sum(e is not None for e in embeddings) == 1
 
 
 @pytest.mark.slow
@@ -171,3 +175,35 @@ def test_reindexing_keeps_names_and_a_corrupt_embedding_is_one_problem(tmp_path,
     out = CliRunner().invoke(cli, ["people", "group", "--index", str(index)])
     assert out.exit_code == 0 and "unreadable embedding" in out.output
     store.close()
+
+
+@pytest.mark.slow
+def test_index_with_faces_then_people_search_and_show(tmp_path, ray_local):
+    """The whole path through the CLI: `photos index --models classify,faces` on real photos
+    (three of Bush, three of Powell, one without a face), then people, names, search, show."""
+    library = tmp_path / "library"
+    library.mkdir()
+    for path in _library():
+        (library / path.name).write_bytes(path.read_bytes())
+    car = sorted((FACES.parents[0] / "imagenet-samples").glob("*sports_car*"))[0]
+    (library / car.name).write_bytes(car.read_bytes())
+    index = tmp_path / "index"
+    result = run_cli("index", str(library), "--index", str(index), "--models", "classify,faces",
+                     "--weights-dir", str(WEIGHTS), "--quiet")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(run_cli("people", "--index", str(index), "--json").output)
+    assert sorted(p["photos"] for p in listed) == [3, 3]
+    bush = next(p["id"] for p in listed if "Bush" in p["sample"])
+    assert run_cli("people", "name", str(bush), "Anna", "--index", str(index)).exit_code == 0
+    hits = json.loads(run_cli("search", "anna", "--index", str(index), "--json").output)
+    assert sorted(Path(h["path"]).name for h in hits) == sorted(p.name for p in _library()[:3])
+    assert run_cli("search", "--person", "anna", "--index", str(index)).exit_code == 0
+    unknown = CliRunner().invoke(cli, ["search", "--person", "nobody", "--index", str(index)])
+    assert unknown.exit_code == 2 and "nobody is named" in unknown.output
+    shown = tmp_path / "shown.png"
+    first = library / _library()[0].name
+    assert run_cli("show", str(first), "--index", str(index), "--out", str(shown)).exit_code == 0
+    # a second run changes nothing and keeps the name
+    assert run_cli("index", str(library), "--index", str(index), "--models", "classify,faces",
+                   "--weights-dir", str(WEIGHTS), "--quiet").exit_code == 0
+    assert len(json.loads(run_cli("search", "anna", "--index", str(index), "--json").output)) == 3
