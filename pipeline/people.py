@@ -120,12 +120,19 @@ def _neighbour_graph(embeddings: np.ndarray, max_distance: float, k: int) -> lis
     n = len(embeddings)
     k = min(k, n)
     x = np.ascontiguousarray(embeddings, np.float32)
-    if n <= EXACT_KNN:
-        full = x @ x.T
-        nbrs = np.argsort(-full, axis=1)[:, :k]
-        sims = np.take_along_axis(full, nbrs, axis=1)
-    else:  # inverted lists: each face is compared with the faces of its nearest cells only
+    try:
         import faiss
+    except ImportError:  # exact, in blocks: fine to ~10^5 faces on a many-core machine
+        faiss = None  # type: ignore[assignment]
+    if n <= EXACT_KNN or faiss is None:
+        nbrs = np.zeros((n, k), np.int64)
+        sims = np.zeros((n, k), np.float32)
+        for start in range(0, n, 2048):
+            block = x[start:start + 2048] @ x.T
+            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+            nbrs[start:start + 2048] = top
+            sims[start:start + 2048] = np.take_along_axis(block, top, axis=1)
+    else:  # inverted lists: each face is compared with the faces of its nearest cells only
 
         cells = int(4 * np.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
@@ -196,15 +203,25 @@ def group_faces(embeddings: np.ndarray, person_of: Sequence[int] | np.ndarray, f
     embeddings = normalise(embeddings) if len(embeddings) else np.zeros((0, 1), np.float32)
     owner = np.asarray(person_of, np.int64)
     free = np.flatnonzero((owner < 0) & ~np.asarray(frozen, bool))
-    ids, cents = centroids(embeddings, owner)
+    ids, means = centroids(embeddings, owner)
     local_rejected = {}
     if rejected:
         position = {int(f): i for i, f in enumerate(free)}
         local_rejected = {position[f]: set(p) for f, p in rejected.items() if f in position}
-    near = assign(embeddings[free], ids, cents, settings.assign_distance, local_rejected)
-    result = Grouping(assigned={int(free[i]): int(p) for i, p in enumerate(near) if p >= 0})
-    left = free[near < 0]
-    for members in cluster(embeddings[left], settings.cluster_distance, settings.min_faces):
+    found = group_new(embeddings[free], ids, means, settings, local_rejected)
+    return Grouping(assigned={int(free[i]): p for i, p in found.assigned.items()},
+                    new_people=[[int(free[i]) for i in members] for members in found.new_people])
+
+
+def group_new(free: np.ndarray, person_ids: np.ndarray, person_means: np.ndarray,
+              settings: GroupingSettings, rejected: Mapping[int, set[int]] | None = None) -> Grouping:
+    """:func:`group_faces` given only the faces without a person (``free``, unit rows) and
+    the people's mean embeddings: what a nightly pass over a large index holds in memory
+    (new faces, plus one vector per person), with indices into ``free``."""
+    near = assign(free, person_ids, person_means, settings.assign_distance, rejected)
+    result = Grouping(assigned={i: int(p) for i, p in enumerate(near) if p >= 0})
+    left = np.flatnonzero(near < 0)
+    for members in cluster(free[left], settings.cluster_distance, settings.min_faces):
         result.new_people.append([int(left[i]) for i in members])
     return result
 

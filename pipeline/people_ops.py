@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from pipeline.errors import QueryError
-from pipeline.people import GroupingSettings, group_faces
+from pipeline.people import GroupingSettings, group_new
 from pipeline.people_scrub import scrub_embeddings
 from pipeline.people_store import (
     ensure_tables,
@@ -62,45 +62,60 @@ def regroup(store: IndexStore, settings: GroupingSettings = DEFAULT_GROUPING) ->
     ensure_tables(store)
     report = GroupReport()
     with store.engine.begin() as conn:
-        rows = conn.execute(select(faces.c.id, faces.c.embedding, faces.c.person_id, faces.c.state)
-                            .where(faces.c.state != "forgotten").order_by(faces.c.id)).all()
-        ids, vectors, person_of = [], [], []
-        dims = _common_dimension(rows)
-        for r in rows:
+        dims = _common_dimension(conn)
+        # Streamed: faces with a person only add to their person's sum, so memory is one
+        # vector per person plus the faces without one, not the whole index.
+        sums: dict[int, np.ndarray] = {}
+        counts: dict[int, int] = {}
+        free_ids: list[int] = []
+        free_vectors: list[np.ndarray] = []
+        query = (select(faces.c.id, faces.c.embedding, faces.c.person_id)
+                 .where(faces.c.state != "forgotten").order_by(faces.c.id))
+        for r in conn.execution_options(yield_per=10_000).execute(query):
             vector = from_blob(r.embedding)
             if vector is None or len(vector) != dims:
                 report.problems.append(f"face {r.id}: unreadable embedding in the index; skipped "
                                        "(re-index its photo to recompute it)")
                 continue
-            ids.append(r.id)
-            vectors.append(vector)
-            person_of.append(r.person_id if r.person_id is not None else -1)
-        if not ids:
+            vector /= np.linalg.norm(vector)
+            if r.person_id is None:
+                free_ids.append(r.id)
+                free_vectors.append(vector)
+            else:
+                sums[r.person_id] = sums.get(r.person_id, 0) + vector.astype(np.float64)
+                counts[r.person_id] = counts.get(r.person_id, 0) + 1
+        if not free_ids:
             return report
-        position = {fid: i for i, fid in enumerate(ids)}
+        person_ids = np.array(sorted(sums), np.int64)
+        means = (np.stack([sums[p] / counts[p] for p in person_ids]).astype(np.float32) if len(person_ids)
+                 else np.zeros((0, dims), np.float32))
+        position = {fid: i for i, fid in enumerate(free_ids)}
         rejected: dict[int, set[int]] = {}
         for fid, pid in conn.execute(select(face_rejections.c.face_id, face_rejections.c.person_id)):
             if fid in position:
                 rejected.setdefault(position[fid], set()).add(pid)
-        result = group_faces(np.stack(vectors), person_of, [False] * len(ids), settings, rejected)
+        result = group_new(np.stack(free_vectors), person_ids, means, settings, rejected)
         by_person: dict[int, list[int]] = {}
         for i, pid in result.assigned.items():
-            by_person.setdefault(pid, []).append(ids[i])
+            by_person.setdefault(pid, []).append(free_ids[i])
         for pid, face_ids in by_person.items():
             set_person(conn, face_ids, pid)
         for members in result.new_people:
-            set_person(conn, [ids[i] for i in members], new_person(conn))
+            set_person(conn, [free_ids[i] for i in members], new_person(conn))
         report.assigned = len(result.assigned)
         report.new_people = len(result.new_people)
         report.new_faces = sum(len(m) for m in result.new_people)
-        report.unassigned = sum(1 for p in person_of if p < 0) - report.assigned - report.new_faces
+        report.unassigned = len(free_ids) - report.assigned - report.new_faces
         refresh_labels(conn)
     return report
 
 
-def _common_dimension(rows: Sequence) -> int:
-    lengths = [len(r.embedding) // 2 for r in rows if r.embedding]
-    return max(set(lengths), key=lengths.count) if lengths else 0
+def _common_dimension(conn: Connection) -> int:
+    """The embedding length most faces have (a corrupt row is the odd one out)."""
+    length = func.length(faces.c.embedding)
+    row = conn.execute(select(length, func.count()).where(faces.c.embedding.is_not(None))
+                       .group_by(length).order_by(func.count().desc()).limit(1)).first()
+    return int(row[0]) // 2 if row else 0
 
 
 def list_people(store: IndexStore) -> list[PersonSummary]:
