@@ -136,7 +136,7 @@ def _neighbour_graph(embeddings: np.ndarray, max_distance: float, k: int) -> lis
 
         cells = int(4 * np.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], cells, faiss.METRIC_INNER_PRODUCT)
-        index.train(x[np.random.default_rng(0).choice(n, min(n, cells * 40), replace=False)])
+        index.train(x[np.random.default_rng(0).choice(n, min(n, cells * 39), replace=False)])
         index.add(x)
         index.nprobe = NPROBE
         sims, nbrs = index.search(x, k)
