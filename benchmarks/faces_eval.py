@@ -183,26 +183,29 @@ def incremental_scores(d: dict, keep: np.ndarray, assign_distance: float) -> tup
 
 
 def speed(n: int) -> None:
-    """CPU seconds per photo of the face task with its defaults (decode not included)."""
+    """CPU seconds per photo of the face task with its defaults (decode not included): on
+    every k-th photo of the set (mostly 250 px LFW crops), and on full-size photos alone."""
     import torch
+    from PIL import Image
 
     finder = face_model.FaceFinder.from_folder(WEIGHTS)
-    items = photos()[:: max(1, len(photos()) // n)][:n]
     finder.find(np.zeros((64, 64, 3), np.uint8))  # load the models first
-    seconds, cpu, found = [], [], 0
-    for path, _ in items:
-        photo = decode_photo(str(path), 640, 100_000_000)
-        t, c = time.perf_counter(), time.process_time()
-        found += len(finder.find(photo.pixels, (photo.width, photo.height)))
-        seconds.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
-    sec, cpu_s = np.array(seconds), np.array(cpu)
-    load = os.getloadavg()[0]
-    print(f"face task on CPU ({torch.get_num_threads()} threads, load average {load:.1f} on {os.cpu_count()} cores), "
-          f"defaults, {len(sec)} photos, {found} faces kept: wall median {np.median(sec):.2f} s/photo "
-          f"(mean {sec.mean():.2f}, max {sec.max():.2f}); CPU time median {np.median(cpu_s):.2f} s/photo "
-          f"(mean {cpu_s.mean():.2f})")
-
+    every = photos()
+    sampled = [p for p, _ in every[:: max(1, len(every) // n)][:n]]
+    full_size = [p for p, _ in every if max(Image.open(p).size) > 1000][: max(1, n // 2)]
+    for name, items in (("sampled", sampled), ("full-size (> 1000 px)", full_size)):
+        seconds, cpu, found = [], [], 0
+        for path in items:
+            photo = decode_photo(str(path), 640, 100_000_000)
+            t, c = time.perf_counter(), time.process_time()
+            found += len(finder.find(photo.pixels, (photo.width, photo.height)))
+            seconds.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        sec, cpu_s = np.array(seconds), np.array(cpu)
+        print(f"face task on CPU ({torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores), {name}: {len(sec)} photos, {found} faces kept: wall median "
+              f"{np.median(sec):.2f} s/photo (mean {sec.mean():.2f}, max {sec.max():.2f}); CPU time median "
+              f"{np.median(cpu_s):.2f} s/photo (mean {cpu_s.mean():.2f})")
 
 if __name__ == "__main__":
     main()
