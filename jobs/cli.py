@@ -32,6 +32,7 @@ COMMANDS = {
     "duplicates": "jobs.duplicates_cmd:duplicates",
     "train": "jobs.train_cmd:train",
     "labels": "jobs.train_cmd:labels",
+    "people": "jobs.people_cmd:people",
 }
 """Command name -> "module:attribute" of its Click command."""
 

@@ -13,7 +13,7 @@ from jobs.options import index_option, resolve_index_dir
 from models.weights import default_weights_dir
 from pipeline.indexer import RunSummary, index_library
 from pipeline.plan import RunPlan
-from pipeline.settings import PRECISIONS, TASKS, IndexSettings, help_for
+from pipeline.settings import DEFAULT_TASKS, PRECISIONS, TASKS, IndexSettings, help_for
 
 EXIT_SOME_FAILED = 3
 """Exit code of a run that finished but could not index some files (see `photos errors`)."""
@@ -100,7 +100,7 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=str))
 @index_option
-@click.option("--models", "tasks", default=",".join(TASKS), callback=_parse_tasks, show_default=True,
+@click.option("--models", "tasks", default=",".join(DEFAULT_TASKS), callback=_parse_tasks, show_default=True,
               help=help_for("tasks"))
 @click.option("--classifier", default=None, help=help_for("classifier"))
 @click.option("--detector", default=None, help=help_for("detector"))
@@ -189,6 +189,11 @@ def _print_summary(s: RunSummary) -> None:
         f"  failed     {s.failed}\n"
         f"  index      {s.index_dir}"
     )
+    if s.people is not None:
+        click.echo(f"  people     {s.people.assigned} faces joined people, {s.people.new_people} new people "
+                   "(`photos people`)")
+        for problem in s.people.problems[:10]:
+            click.echo(f"  ! {problem}")
     for task in s.skipped_tasks:
         click.secho(f"  SKIPPED    {task}: weights missing (see the warning above; --weights-dir)", fg="yellow")
     shown = s.failures[:10]

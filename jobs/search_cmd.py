@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
+from pipeline.people_ops import person_named
 from pipeline.search import DEFAULT_MIN_SCORE
 from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, search_photos
 from pipeline.store import IndexStore
@@ -40,12 +41,15 @@ from pipeline.store import IndexStore
 @click.option("--place", metavar="TEXT", help="Taken in this city, region or country, e.g. --place lisbon.")
 @click.option("--sort", type=click.Choice(SORTS), default=None,
               help="Order: best match first (score; the default with words) or newest first (date).")
+@click.option("--person", "persons", multiple=True,
+              help="Only photos with this named person (repeatable; see `photos people`).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON list (path, score, labels, width, height, taken, camera, gps, place).")
 def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score: float,
            objects_of: tuple[str, ...], min_count: int, min_area: float, date_from: str | None,
            date_to: str | None, year: int | None, month: str | None, camera: str | None, near: str | None,
-           km: float, place: str | None, sort: str | None, as_json: bool) -> None:
+           km: float, place: str | None, sort: str | None, persons: tuple[str, ...],
+           as_json: bool) -> None:
     """Photos matching every TERM, best first.
 
     A term is a word ("dog", "beach", "retriever") or, quoted, a phrase ("golden
@@ -68,12 +72,17 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
       photos search beach 2019 --camera iphone
       photos search --year 2019 --place lisbon --sort date
       photos search --near 38.72,-9.14 --km 5
+      photos search anna beach          (a named person is a search word)
+      photos search --person anna --person bob
     """
     filters = build_filters(date_from, date_to, year, month, camera, near, km, place)
     store = IndexStore.open(resolve_index_dir(index_dir), create=False)
     try:
+        for name in persons:
+            person_named(store, name)  # an unknown name is an error, not an empty result
         found = search_photos(store, terms, filters, sort=sort, limit=limit, min_score=min_score,
-                              objects_of=objects_of, min_count=min_count, min_area=min_area)
+                              objects_of=objects_of, min_count=min_count, min_area=min_area,
+                              persons=persons)
     finally:
         store.close()
     if as_json:
@@ -84,8 +93,8 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
         ], indent=2, ensure_ascii=False))
         return
     if not found:
-        click.echo(f"No photos match {' '.join(terms + tuple(f'--object {o}' for o in objects_of))!r}"
-                   + (" with those filters." if filters else "."))
+        asked = terms + tuple(f"--object {o}" for o in objects_of) + tuple(f"--person {p}" for p in persons)
+        click.echo(f"No photos match {' '.join(asked)!r}" + (" with those filters." if filters else "."))
         return
     for f in found:
         why = ", ".join(f"{m['label']} {m['score']:.2f}" for m in f.hit.labels[:3])

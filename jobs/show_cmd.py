@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
+from pipeline.people_ops import faces_in_photo
 from pipeline.records_reader import load_record
 from pipeline.show import cutout, open_upright, render
 from pipeline.store import IndexStore
@@ -36,6 +37,7 @@ def show(photo: Path, index_dir: Path | None, out: Path | None, cutout_class: st
     store = IndexStore.open(resolve_index_dir(index_dir), create=False)
     try:
         record = load_record(store, resolve_index_dir(index_dir), str(photo))
+        faces = faces_in_photo(store, record["path"])
     finally:
         store.close()
     upright = open_upright(str(photo))
@@ -43,7 +45,7 @@ def show(photo: Path, index_dir: Path | None, out: Path | None, cutout_class: st
         image = cutout(record, upright, cutout_class)
         out = out or Path(f"{photo.stem}.{cutout_class}.png")
     else:
-        image = render(record, upright, caption, max_side)
+        image = render(record, upright, caption, max_side, faces)
         out = out or Path(f"{photo.stem}.show.png")
     image.save(out, format="PNG")
     click.echo(str(out))

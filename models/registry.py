@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,12 +60,16 @@ class ModelSpec:
     default_score_threshold: float | None = None
     """A detector's own minimum score where it differs from torchvision's 0.5 (used when
     the run keeps the default ``--score-threshold``)."""
+    load_file: Callable[[Path], Any] | None = None
+    """Reads the located weights file (and its siblings) when one ``torch.load`` is not
+    enough: the face task's three MTCNN files plus its embedding graph."""
 
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
     "detect": {"cpu": "fasterrcnn_mobilenet_v3_large_320_fpn", "gpu": "fasterrcnn_resnet50_fpn_v2"},
     "segment": {"cpu": "lraspp_mobilenet_v3_large", "gpu": "deeplabv3_resnet50"},
+    "faces": {"cpu": "mtcnn_faceres", "gpu": "mtcnn_faceres"},
 }
 """Per task, the model used when none is named: fast on CPU, stronger on GPU."""
 
@@ -191,6 +196,9 @@ def _build_registry() -> dict[str, ModelSpec]:
                      weights_backbone=None, aux_loss=True),
         *_tfjs_specs(),
     ]
+    from models.faces import face_spec
+
+    specs.append(face_spec())
     return {spec.name: spec for spec in specs}
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from models.base import ModelWrapper
 from models.classify import Classifier
 from models.detect import Detector
+from models.faces import FaceFinder
 from models.registry import ModelSpec
 from models.segment import Segmenter
 
@@ -14,6 +15,7 @@ TASK_WRAPPERS: dict[str, type[ModelWrapper]] = {
     Classifier.task: Classifier,
     Detector.task: Detector,
     Segmenter.task: Segmenter,
+    FaceFinder.task: FaceFinder,
 }
 """Task name -> wrapper, in the order the tasks run on each photo."""
 

@@ -145,6 +145,8 @@ def load_state_dict(spec: ModelSpec, weights_dir: Path | None, offline: bool) ->
     """Fetch, verify and load ``spec``'s weights as tensors (never unpickling code); for a
     model built from files (``spec.build_from_files``), a :class:`ModelFiles`."""
     path = fetch_weights(spec, weights_dir, offline)
+    if spec.load_file is not None:
+        return spec.load_file(path)
     if spec.build_from_files is not None:
         return ModelFiles([path, *(path.parent / name for name in spec.companion_files)])
     try:

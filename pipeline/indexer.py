@@ -24,6 +24,7 @@ from pipeline.inference import ModelPlan
 from pipeline.lock import index_lock
 from pipeline.parquet_sink import parquet_dir, remove_orphan_parts
 from pipeline.pathnames import os_path, path_text
+from pipeline.people_ops import GroupReport, regroup
 from pipeline.plan import RunPlan, plan_run
 from pipeline.scan import check_roots, scan_library
 from pipeline.settings import IndexSettings
@@ -51,6 +52,7 @@ class RunSummary:
     status: str = "running"
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
     skipped_tasks: dict[str, str] = field(default_factory=dict)  # task -> why, and how to fix it
+    people: GroupReport | None = None  # the grouping pass after a run with the faces task
 
     @property
     def images_per_s(self) -> float:
@@ -160,6 +162,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                     session = _ray_session(settings)
                 _commit_run(plan, writer, chosen, settings, gpus, progress, in_process)
                 apply_custom_labels(settings.index_dir, store, run_id)  # custom labels score the new photos
+                if "faces" in chosen:  # new faces join people, or form new ones (pipeline/people.py)
+                    summary.people = regroup(store)
                 summary.status = "done"
             except KeyboardInterrupt:
                 summary.status = "interrupted"

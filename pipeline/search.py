@@ -123,10 +123,17 @@ def _box_filter(found: set[str], min_count: int, min_area: float):
             .group_by(objects.c.photo_id).having(func.count() >= min_count))
 
 
+def _person_filter(name: str):
+    """photo_id, s: photos with a face of the person called ``name`` (``people`` label rows)."""
+    return (select(labels.c.photo_id, func.max(labels.c.score).label("s"))
+            .where(labels.c.source == "people", func.lower(labels.c.label) == " ".join(name.split()).lower())
+            .group_by(labels.c.photo_id))
+
+
 def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_score: float = DEFAULT_MIN_SCORE,
            objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0,
            restrict: Sequence[ColumnElement[bool]] = (), order: Sequence[Any] = (),
-           restrict_terms: bool = False) -> list[SearchHit]:
+           restrict_terms: bool = False, persons: Sequence[str] = ()) -> list[SearchHit]:
     """Photos matching every term of ``raw_terms``, best first, at most ``limit``.
 
     A photo whose score for some term is below ``min_score`` does not match that term.
@@ -137,8 +144,9 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     :mod:`pipeline.search_filters`), which also allow a search with no terms; ``order``:
     sort keys that come before the score; ``restrict_terms``: apply ``restrict`` inside each
     term's label sums too (faster for a term that matches many photos, slower for a rare one).
+    ``persons``: names (exact, any case) of people who must all be in the photo.
     """
-    terms = parse_query(raw_terms) if raw_terms or not (objects_of or restrict) else []
+    terms = parse_query(raw_terms) if raw_terms or not (objects_of or restrict or persons) else []
     include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
     exclude = set().union(*(matching_labels(store, t) for t in terms if t.exclude))
     boxed = [matching_labels(store, t) for t in parse_query(objects_of)] if objects_of else []
@@ -150,6 +158,7 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     if min_count > 0:
         box_needs += [(found, min_count) for _, found in include]
     term_scores += [_box_filter(found, n, min_area).subquery(f"b{i}") for i, (found, n) in enumerate(box_needs)]
+    term_scores += [_person_filter(name).subquery(f"p{i}") for i, name in enumerate(persons)]
     score = literal(1.0)
     query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height).where(photos.c.deleted_at.is_(None))
     for sub in term_scores:
@@ -162,7 +171,7 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     query = query.add_columns(score.label("score")).order_by(*order, score.desc(), photos.c.path).limit(limit)
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
-        wanted = sorted(set().union(*(found for _, found in include), *boxed))
+        wanted = sorted(set().union(*(found for _, found in include), *boxed, set(persons)))
         matched: dict[int, list[dict[str, object]]] = {row.id: [] for row in rows}
         if rows:
             for m in conn.execute(

@@ -10,8 +10,10 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-TASKS = ("classify", "detect", "segment")
+TASKS = ("classify", "detect", "segment", "faces")
 """Tasks the pipeline knows, in the order they run on each photo."""
+DEFAULT_TASKS = ("classify", "detect", "segment")
+"""Tasks run when none are named (faces is opt-in: `--models classify,detect,segment,faces`)."""
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 """Choices of ``IndexSettings.precision``."""
 
@@ -42,7 +44,7 @@ class IndexSettings:
     address: str | None = _setting(
         None, "Ray cluster to join ('auto' or host:port). Default: start Ray locally."
     )
-    tasks: tuple[str, ...] = _setting(TASKS, "Comma-separated tasks to run: " + ",".join(TASKS) + ".")
+    tasks: tuple[str, ...] = _setting(DEFAULT_TASKS, "Comma-separated tasks to run: " + ",".join(TASKS) + ".")
     classifier: str | None = _setting(
         None,
         "Classifier name (see `photos models list`). Default: efficientnet_lite0 on CPU, "

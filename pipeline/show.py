@@ -10,6 +10,7 @@ edges stay as the model drew them.
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,10 @@ def open_upright(path: str) -> Image.Image:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 
-def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_side: int = 1024) -> Image.Image:
-    """``photo`` (upright) with the record's mask overlay, boxes, labels and a caption bar."""
+def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_side: int = 1024,
+           faces: Sequence[tuple[Sequence[float], str | None]] = ()) -> Image.Image:
+    """``photo`` (upright) with the record's mask overlay, boxes, labels and a caption bar;
+    ``faces``: (box, person name or None) drawn as white boxes with the name."""
     scale = min(1.0, max_side / max(photo.size))
     size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
     canvas = photo.resize(size, Image.Resampling.LANCZOS).convert("RGBA")
@@ -61,6 +64,13 @@ def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_si
         left, top, right, bottom = draw.textbbox((box[0] + 2, box[1] + 1), text)
         draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=color)
         draw.text((box[0] + 2, box[1] + 1), text, fill=(0, 0, 0))
+    for box, name in faces:
+        scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        draw.rectangle(scaled, outline=(255, 255, 255), width=2)
+        if name:
+            left, top, right, bottom = draw.textbbox((scaled[0] + 2, scaled[3] + 2), name)
+            draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(255, 255, 255))
+            draw.text((scaled[0] + 2, scaled[3] + 2), name, fill=(0, 0, 0))
     return _with_caption(canvas.convert("RGB"), _caption_lines(record, caption))
 
 

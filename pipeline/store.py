@@ -22,7 +22,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,8 @@ class IndexStore:
                      parquet_name: str | None, rewrites: Sequence[PartRewrite] = (),
                      superseded: Sequence[str] = (), object_rows: Sequence[ObjectRow] = (),
                      segment_rows: Sequence[SegmentRow] = (),
-                     meta_rows: Sequence[dict[str, Any]] = ()) -> None:
+                     meta_rows: Sequence[dict[str, Any]] = (),
+                     hooks: Sequence[Callable[[Any, dict[str, int]], None]] = ()) -> None:
         """Record one batch in one transaction.
 
         ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
@@ -312,10 +313,13 @@ class IndexStore:
         ``parquet_name`` is the new part holding the batch's photos and ``rewrites`` the
         parts rewritten without replaced rows; all files are already written.
         ``meta_rows``: ``photo_meta`` columns plus ``path`` and ``places`` (folded names).
+        ``hooks`` (e.g. the faces tables, ``pipeline/people_store.py``) run last in the same
+        transaction, with the new photos' path -> id.
         """
         now = time.time()
         replaced = sorted({*superseded, *(r["path"] for r in photo_rows)})
         failed = sorted({r["path"] for r in error_rows} - set(replaced))
+        ids: dict[str, int] = {}
         with self.engine.begin() as conn:
             for rw in rewrites:
                 conn.execute(delete(parquet_files).where(parquet_files.c.name == rw.old))
@@ -359,6 +363,8 @@ class IndexStore:
                     name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
             if error_rows:
                 conn.execute(insert(errors), [{**r, "run_id": run_id, "at": now} for r in error_rows])
+            for hook in hooks:
+                hook(conn, ids)
 
     def mark_deleted(self, paths: Sequence[str]) -> None:
         """Keep vanished photos' rows but mark them; search skips them (``--keep-deleted``)."""

@@ -27,6 +27,7 @@ from pipeline.inference import TASK_COLUMNS
 from pipeline.metadata import index_row
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
 from pipeline.places import add_places, place_words
+from pipeline.people_store import face_hook
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
 from pipeline.store import IndexStore, LabelRow, ObjectRow, PartRewrite, SegmentRow
@@ -140,7 +141,10 @@ class IndexWriter:
         self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
                                 rewrites=rewrites, superseded=sorted(superseded),
                                 object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)),
-                                meta_rows=_meta_rows(records))
+                                meta_rows=_meta_rows(records),
+                                hooks=[face_hook(records, superseded,
+                                                 {r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
+                                                 | {m.file.path: m.previous_path for m in moves})])
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
