@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
-from pipeline.people_ops import person_named
+from pipeline.people_store import person_named
 from pipeline.search import DEFAULT_MIN_SCORE
 from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, search_photos
 from pipeline.store import IndexStore

@@ -252,16 +252,6 @@ def faces_in_photo(store: IndexStore, path: str) -> list[tuple[tuple[float, floa
     return [((r.x1, r.y1, r.x2, r.y2), r.name or (f"person {r.person_id}" if r.person_id else None)) for r in rows]
 
 
-def person_named(store: IndexStore, name: str) -> int:
-    """The id of the person called ``name`` (case-insensitive); :class:`QueryError` if none."""
-    ensure_tables(store)
-    with store.engine.connect() as conn:
-        pid = conn.execute(select(people.c.id).where(func.lower(people.c.name) == " ".join(name.split()).lower())).scalar()
-    if pid is None:
-        raise QueryError(f"nobody is named {name!r}; `photos people` lists the people and their names")
-    return int(pid)
-
-
 def _photo_ids_of(conn: Connection, person_id: int) -> list[int]:
     return list(conn.execute(select(photos.c.id).distinct()
                              .select_from(faces.join(photos, photos.c.path == faces.c.path))

@@ -47,6 +47,7 @@ from sqlalchemy import (
     update,
 )
 
+from pipeline.errors import QueryError
 from pipeline.store import IndexStore, label_names, labels, photos
 
 metadata = MetaData()
@@ -221,3 +222,13 @@ def set_person(conn: Connection, face_ids: Sequence[int], person_id: int | None)
 
 def label_name_rows(conn: Connection) -> set[str]:
     return set(conn.execute(select(label_names.c.label)).scalars())
+
+
+def person_named(store: IndexStore, name: str) -> int:
+    """The id of the person called ``name`` (case-insensitive); :class:`QueryError` if none."""
+    ensure_tables(store)
+    with store.engine.connect() as conn:
+        pid = conn.execute(select(people.c.id).where(func.lower(people.c.name) == " ".join(name.split()).lower())).scalar()
+    if pid is None:
+        raise QueryError(f"nobody is named {name!r}; `photos people` lists the people and their names")
+    return int(pid)
