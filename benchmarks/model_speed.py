@@ -64,7 +64,7 @@ def main() -> None:
                 for i in range(0, len(images), args.batch_size):
                     wrapper.predict(images[i:i + args.batch_size], sizes[i:i + args.batch_size])
                 best[name] = min(best[name], (time.perf_counter() - start) / len(images))
-        for name, (wrapper, images, _, weights) in wrappers.items():
+        for name, (_wrapper, images, _, weights) in wrappers.items():
             shape = images[0].shape
             print(f"  {name:<40} {best[name] * 1000:7.1f} ms/photo  ({weights}; working image e.g. {shape[1]}x{shape[0]})")
 

@@ -47,11 +47,11 @@ def status(index_dir: Path | None, n_runs: int) -> None:
     click.echo("\nRUN  STARTED           ENDED             STATUS         SEEN     NEW  CHANGED  MOVED  DELETED"
                "  FAILED  PHOTOS/S  MODELS")
     for r in runs:
-        models = ",".join(json.loads(r["models"]).values())
+        run_models = ",".join(json.loads(r["models"]).values())
         click.echo(
             f"{r['id']:>3}  {_when(r['started_at']):<16}  {_when(r['finished_at']):<16}  {r['status']:<11}"
             f"{r['seen']:>8} {r['new']:>7}  {r['changed']:>7}  {r['moved']:>5}  {r['deleted']:>7}"
-            f"  {r['failed']:>6}  {r['images_per_s'] or 0:>8.1f}  {models}"
+            f"  {r['failed']:>6}  {r['images_per_s'] or 0:>8.1f}  {run_models}"
         )
 
 

@@ -45,9 +45,9 @@ def set_score_threshold(model: nn.Module, threshold: float) -> None:
     """Make the detector keep every box down to ``threshold``: torchvision detectors drop
     boxes below their own built-in threshold (0.05 or 0.001) before we see them."""
     if hasattr(model, "roi_heads"):  # Faster R-CNN family
-        model.roi_heads.score_thresh = threshold
+        setattr(model.roi_heads, "score_thresh", threshold)  # noqa: B010 - a Module attribute, not a tensor
     elif hasattr(model, "score_thresh"):  # SSD, SSDlite, RetinaNet, FCOS
-        model.score_thresh = threshold
+        setattr(model, "score_thresh", threshold)  # noqa: B010
 
 
 class Detector(ModelWrapper):
@@ -59,6 +59,7 @@ class Detector(ModelWrapper):
 
     def load(self) -> None:
         super().load()
+        assert self.model is not None
         set_score_threshold(self.model, self.options.score_threshold)
 
     @staticmethod
@@ -76,6 +77,7 @@ class Detector(ModelWrapper):
     def predict(self, images: list[np.ndarray],
                 sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, float | str]]]:
         self.load()
+        assert self.model is not None and self.preprocess is not None  # load() set them
         batch = [self.preprocess(self.to_tensor(im)).to(self.device) for im in images]
         outputs = self.model(batch)
         records = []

@@ -79,6 +79,7 @@ class Segmenter(ModelWrapper):
     @torch.inference_mode()
     def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
         self.load()
+        assert self.model is not None and self.preprocess is not None  # load() set them
         tensors = [self.preprocess(self.to_tensor(im)) for im in images]
         # Photos of one shape run as one call. Padding mixed shapes to one would cost up to
         # twice the pixels (portrait beside landscape) and change predictions at the borders.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class EvalReport:
         return float(np.mean(list(self.class_iou.values()))) if self.class_iou else 0.0
 
 
-def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x1, y1, x2, y2) boxes."""
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -74,7 +75,7 @@ def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, 
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(predicted: list[dict[str, Any]], truth: list[tuple[str, tuple[float, ...]]], iou: float) -> int:
+def match_boxes(predicted: list[dict[str, Any]], truth: Sequence[tuple[str, Sequence[float]]], iou: float) -> int:
     """True positives among ``predicted`` boxes (records with label, score, x1..y2) for
     ``truth`` (label, box) pairs: greedy by score, each truth matched at most once."""
     unmatched = list(truth)

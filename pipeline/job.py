@@ -228,7 +228,7 @@ def _map(dataset: ray.data.Dataset, settings: IndexSettings, plans: Sequence[Mod
          one_by_one: bool) -> ray.data.Dataset:
     """Decode tasks, then the model actors, over ``dataset``; retries bounded by settings."""
     decoded = dataset.map_batches(
-        decode_batch,
+        decode_batch,  # type: ignore[arg-type]  # Ray types fn_kwargs-taking callables too narrowly
         fn_kwargs={"image_size": working_size(plans, settings.image_size), "max_pixels": settings.max_pixels},
         batch_size=1 if one_by_one else settings.decode_batch_size,
         batch_format="numpy",

@@ -64,8 +64,8 @@ def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_si
         left, top, right, bottom = draw.textbbox((box[0] + 2, box[1] + 1), text)
         draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=color)
         draw.text((box[0] + 2, box[1] + 1), text, fill=(0, 0, 0))
-    for box, name in faces:
-        scaled = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    for face_box, name in faces:
+        scaled = (face_box[0] * sx, face_box[1] * sy, face_box[2] * sx, face_box[3] * sy)
         draw.rectangle(scaled, outline=(255, 255, 255), width=2)
         if name:
             left, top, right, bottom = draw.textbbox((scaled[0] + 2, scaled[3] + 2), name)

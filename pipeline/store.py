@@ -28,8 +28,23 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column, Engine, Float, ForeignKey, Index, Integer, MetaData, Table, Text, create_engine,
-    delete, event, func, insert, select, text, update,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -466,7 +481,7 @@ def _on_corruption(path: Path, context: ExceptionContext) -> None:
         raise IndexStoreError(f"cannot read the index database {path}: {_reason(context.original_exception)}")
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     message = str(getattr(exc, "orig", exc))
     if "not a database" in message or "malformed" in message:
         return f"{message} (the file is corrupt; move it away and run `photos index` again to rebuild)"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.tasks import TASK_WRAPPERS, wrapper_named
+from models.tasks import wrapper_named
 from pipeline.inference import TASK_COLUMNS
 from pipeline.metadata import index_row
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
-from pipeline.places import add_places, place_words
 from pipeline.people_store import face_hook
+from pipeline.places import add_places, place_words
 from pipeline.plan import WorkItem
 from pipeline.records import FileError
 from pipeline.store import IndexStore, LabelRow, ObjectRow, PartRewrite, SegmentRow
@@ -108,16 +108,16 @@ class IndexWriter:
     # -- one commit ---------------------------------------------------------------------
 
     def _commit(self, rows: list[dict[str, Any]], moves: Sequence[WorkItem] = (),
-                superseded: set[str] = frozenset()) -> None:
+                superseded: Collection[str] = frozenset()) -> None:
         # One row per path: a task Ray ran twice (retried after a lost node) may deliver a
         # photo twice; the later copy wins here, and across commits by replacing the row.
         rows = list({r["path"]: r for r in rows}.values())
         ok = [r for r in rows if not r["error_reason"]]
         failed = [r for r in rows if r["error_reason"]]
-        superseded = (set(superseded) | {r["path"] for r in rows}
-                      | {r["previous_path"] for r in rows if r["previous_path"]}
-                      | {m.previous_path for m in moves})
-        rewrites, previous = self._rewrite_parts(superseded)
+        replaced: set[str] = (set(superseded) | {r["path"] for r in rows}
+                              | {r["previous_path"] for r in rows if r["previous_path"]}
+                              | {m.previous_path for m in moves if m.previous_path})
+        rewrites, previous = self._rewrite_parts(replaced)
         now_ms = int(time.time() * 1000)
         # A row's previous record is under its previous path, or under its own path when
         # Ray delivered it twice and the first copy already moved it there.
@@ -128,8 +128,8 @@ class IndexWriter:
                     for m in moves if m.previous_path in previous]
         # A re-run that fails (a new model on an odd photo, say) keeps the results the
         # photo had; the error row beside it says what failed.
-        records += [self._carried(r["path"], r["size"], r["mtime_ns"], before[r["path"]], now_ms)
-                    for r in failed if before.get(r["path"])]
+        records += [self._carried(r["path"], r["size"], r["mtime_ns"], old, now_ms)
+                    for r in failed if (old := before.get(r["path"]))]
         add_places(records)  # in the driver: the gazetteer loads once, only if a photo has GPS
         name = None
         if records:
@@ -139,10 +139,10 @@ class IndexWriter:
                        "stage": r["error_stage"], "reason": r["error_reason"]} for r in failed]
         photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
         self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
-                                rewrites=rewrites, superseded=sorted(superseded),
+                                rewrites=rewrites, superseded=sorted(replaced),
                                 object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)),
                                 meta_rows=_meta_rows(records),
-                                hooks=[face_hook(records, superseded,
+                                hooks=[face_hook(records, replaced,
                                                  {r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
                                                  | {m.file.path: m.previous_path for m in moves})])
         for rewrite in rewrites:
@@ -154,7 +154,8 @@ class IndexWriter:
 
     def _rewrite_parts(self, paths: set[str]) -> tuple[list[PartRewrite], dict[str, dict[str, Any]]]:
         """New versions of the parts holding ``paths``, without them; and their old records."""
-        rewrites, previous = [], {}
+        rewrites: list[PartRewrite] = []
+        previous: dict[str, dict[str, Any]] = {}
         for part, held in self.store.parts_holding(paths).items():
             table = read_part(self.parquet_folder, part)
             mask = pc.is_in(table["path"], pa.array(held, pa.string()))
@@ -178,7 +179,7 @@ class IndexWriter:
         for task, columns in TASK_COLUMNS.items():
             if task in ran:
                 record.update((c, row[c]) for c in columns)
-            elif task in old_models:
+            elif previous is not None and task in old_models:
                 record.update((c, previous.get(c)) for c in columns)
                 models[task], weights[task] = old_models[task], old_weights[task]
             else:
@@ -217,14 +218,14 @@ def _label_rows(records: Iterable[dict[str, Any]]) -> Iterable[LabelRow]:
 
 def _object_rows(records: Iterable[dict[str, Any]]) -> Iterable[ObjectRow]:
     for record in records:
-        model = dict(record["models"]).get("detect")
+        model = dict(record["models"])["detect"] if record.get("objects") else ""
         for o in record.get("objects") or ():
             yield record["path"], o["label"], o["score"], o["x1"], o["y1"], o["x2"], o["y2"], o["area"], model
 
 
 def _segment_rows(records: Iterable[dict[str, Any]]) -> Iterable[SegmentRow]:
     for record in records:
-        model = dict(record["models"]).get("segment")
+        model = dict(record["models"])["segment"] if record.get("segmentation") else ""
         for c in (record.get("segmentation") or {}).get("classes", ()):
             yield record["path"], c["label"], c["fraction"], c["score"], model
 

@@ -106,6 +106,6 @@ def test_everyday_queries_on_1000_real_photos(tmp_path: Path, eval_photos, ray_l
                       f"found {len(found):>4}  precision {precision:.2f}  recall {recall:.2f}"))
     print("\n" + "\n".join(line for *_, line in lines))
     # Measured (efficientnet_lite0): precision 0.62 (cat: lynx, tiger) to 1.00, recall 0.94-1.00.
-    for query, precision, recall, line in lines:
+    for _query, precision, recall, line in lines:
         assert precision >= 0.6 and recall >= 0.9, line
     assert sum(p for _, p, _, _ in lines) / len(lines) >= 0.75

@@ -22,13 +22,11 @@ import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 from models import nanodet, selfie
 from models.tfjs import TfjsGraph, load_graph_model
 from pipeline.errors import ModelFileError, UnsupportedModelError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHARED = ROOT.parent / "shared"
 WEIGHTS = SHARED / "weights" / "human-models-3.0.4"
