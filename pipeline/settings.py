@@ -52,12 +52,12 @@ class IndexSettings:
     )
     detector: str | None = _setting(
         None,
-        "Object detector name. Default: fasterrcnn_mobilenet_v3_large_320_fpn on CPU, "
+        "Object detector name. Default: nanodet on CPU, "
         "fasterrcnn_resnet50_fpn_v2 on GPU.",
     )
     segmenter: str | None = _setting(
         None,
-        "Segmentation model name. Default: lraspp_mobilenet_v3_large on CPU, deeplabv3_resnet50 on GPU.",
+        "Segmentation model name. Default: selfie (person masks) on CPU, deeplabv3_resnet50 on GPU.",
     )
     strict_models: bool = _setting(
         False, "Stop with an error if any selected task's weights are missing, instead of skipping the task."

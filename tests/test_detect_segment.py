@@ -114,7 +114,7 @@ def test_strict_models_and_all_missing_are_errors(tmp_path, untrained, monkeypat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     weights, specs = untrained
     settings = settings_for(tmp_path, tmp_path / "index", weights, strict_models=True)
-    with pytest.raises(WeightsMissingError, match="--strict-models.*fasterrcnn_mobilenet_v3_large_320_fpn"):
+    with pytest.raises(WeightsMissingError, match="--strict-models.*nanodet"):
         select_models(settings, gpu=False, specs={"segment": specs["segment"]})
     chosen, skipped = select_models(settings_for(tmp_path, tmp_path / "i", weights), False, {"segment": specs["segment"]})
     assert set(chosen) == {"classify", "segment"} and "photos models download" in skipped["detect"]

@@ -45,8 +45,7 @@ def test_unknown_model_and_wrong_task_are_clear_errors():
 
 def test_device_defaults():
     assert choose_models(["classify", "detect", "segment"], {}, gpu=False) == {
-        "classify": "efficientnet_lite0", "detect": "fasterrcnn_mobilenet_v3_large_320_fpn",
-        "segment": "lraspp_mobilenet_v3_large"}
+        "classify": "efficientnet_lite0", "detect": "nanodet", "segment": "selfie"}
     assert choose_models(["detect", "segment"], {}, gpu=True) == {
         "detect": "fasterrcnn_resnet50_fpn_v2", "segment": "deeplabv3_resnet50"}
     with pytest.raises(UnknownModelError, match="is a classify model, not a detect model"):
