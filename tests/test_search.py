@@ -124,3 +124,11 @@ def test_a_term_scores_by_its_strongest_source(store):
     scores = {Path(h.path).name: h.score for h in search(store, ["dog"])}
     assert scores["sofa.jpg"] == pytest.approx(0.8) and scores["both.jpg"] == pytest.approx(0.7)
     assert list(scores)[:2] == ["lab.jpg", "sofa.jpg"]
+
+
+@pytest.mark.parametrize("word", ["person", "people", "man", "woman", "child", "kid", "baby", "crowd", "selfie",
+                                  "portrait"])
+def test_everyday_words_for_people_reach_the_detectors_person_class(word):
+    from pipeline.vocabulary import expand
+
+    assert "person" in expand(word)
