@@ -94,7 +94,11 @@ class GraphBuilder:
     def __init__(self) -> None:
         self.graph = fx.Graph()
         self.root = nn.Module()
-        self._const_nodes: dict[int, fx.Node] = {}
+        # id(Value) -> (the Value, its node). The Value is kept alive so that its id is
+        # never reused by a later constant during the build: keyed by id alone, a freed
+        # constant's id came back for another one, and a 64-channel conv was wired to a
+        # 32-channel bias (seen as a flaky FaceRes failure in the full test suite).
+        self._const_nodes: dict[int, tuple[Value, fx.Node]] = {}
         self._names: set[str] = set()
 
     # -- values ---------------------------------------------------------------
@@ -113,8 +117,8 @@ class GraphBuilder:
         if key not in self._const_nodes:
             name = self._unique("const")
             self.root.register_buffer(name, value.example.contiguous())
-            self._const_nodes[key] = self.graph.get_attr(name)
-        return self._const_nodes[key]
+            self._const_nodes[key] = (value, self.graph.get_attr(name))
+        return self._const_nodes[key][1]
 
     def _unique(self, name: str) -> str:
         base = re.sub(r"\W", "_", name).strip("_") or "v"
