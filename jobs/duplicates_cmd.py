@@ -30,11 +30,8 @@ def duplicates(index_dir: Path | None, burst: bool, as_json: bool) -> None:
       photos duplicates --burst --json
     """
     index = resolve_index_dir(index_dir)
-    store = IndexStore.open(index, create=False)
-    try:
+    with IndexStore.open(index, create=False) as store:
         groups = find_duplicates(index, store, burst=burst)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([
             {"keep": g.keep.path, "why": g.why, "photos": [

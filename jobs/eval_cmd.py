@@ -31,11 +31,8 @@ def evaluate(annotations: Path, images_dir: Path, index_dir: Path | None, iou: f
       photos index coco/val2017 --index /tmp/coco-index --weights-dir ./weights
       photos eval coco/annotations/instances_val2017.json --images coco/val2017 --index /tmp/coco-index
     """
-    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
-    try:
+    with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
         report = evaluate_index(store, resolve_index_dir(index_dir), annotations, images_dir, iou)
-    finally:
-        store.close()
     figures = {
         "images": report.images, "images_in_index": report.images_in_index,
         "annotations": report.annotations, "boxes": report.boxes, "true_positives": report.true_positives,

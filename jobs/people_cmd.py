@@ -54,11 +54,8 @@ def people(ctx: click.Context, index_dir: Path | None, as_json: bool, limit: int
     ctx.obj["index_dir"] = index_dir
     if ctx.invoked_subcommand is not None:
         return
-    store = _open(index_dir)
-    try:
+    with _open(index_dir) as store:
         found = list_people(store)[:limit]
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in found], indent=2, ensure_ascii=False))
         return
@@ -81,11 +78,8 @@ def _index(ctx: click.Context, index_dir: Path | None) -> Path | None:
 @click.pass_context
 def name_cmd(ctx: click.Context, person_id: int, name: str, index_dir: Path | None) -> None:
     """Call person PERSON_ID NAME; the name becomes a search word (`photos search NAME`)."""
-    store = _open(_index(ctx, index_dir))
-    try:
+    with _open(_index(ctx, index_dir)) as store:
         name_person(store, person_id, name)
-    finally:
-        store.close()
     click.echo(f"Person {person_id} is now {' '.join(name.split())!r}.")
 
 
@@ -96,11 +90,8 @@ def name_cmd(ctx: click.Context, person_id: int, name: str, index_dir: Path | No
 @click.pass_context
 def merge_cmd(ctx: click.Context, keep_id: int, other_id: int, index_dir: Path | None) -> None:
     """Make OTHER_ID's faces KEEP_ID's; OTHER_ID is deleted."""
-    store = _open(_index(ctx, index_dir))
-    try:
+    with _open(_index(ctx, index_dir)) as store:
         merge_people(store, keep_id, other_id)
-    finally:
-        store.close()
     click.echo(f"Person {other_id} merged into {keep_id}.")
 
 
@@ -110,11 +101,8 @@ def merge_cmd(ctx: click.Context, keep_id: int, other_id: int, index_dir: Path |
 @click.pass_context
 def remove_face_cmd(ctx: click.Context, face_id: int, index_dir: Path | None) -> None:
     """FACE_ID is not its person: take it out, and never group it there again."""
-    store = _open(_index(ctx, index_dir))
-    try:
+    with _open(_index(ctx, index_dir)) as store:
         person = remove_face(store, face_id)
-    finally:
-        store.close()
     click.echo(f"Face {face_id} removed from person {person}.")
 
 
@@ -126,12 +114,9 @@ def remove_face_cmd(ctx: click.Context, face_id: int, index_dir: Path | None) ->
 @click.pass_context
 def show_cmd(ctx: click.Context, person_id: int, out: Path, limit: int, index_dir: Path | None) -> None:
     """A contact sheet of PERSON_ID's faces (best first), each with its face id."""
-    store = _open(_index(ctx, index_dir))
-    try:
+    with _open(_index(ctx, index_dir)) as store:
         found = faces_of(store, person_id, limit)
         listed = {p.id: p for p in list_people(store)}
-    finally:
-        store.close()
     name = listed[person_id].name if person_id in listed else None
     contact_sheet(found, f"person {person_id}" + (f": {name}" if name else "") + f" ({len(found)} faces)").save(
         out, format="PNG")
@@ -148,11 +133,8 @@ def forget_cmd(ctx: click.Context, person_id: int, index_dir: Path | None) -> No
     `photos index` is writing the index."""
     folder = resolve_index_dir(_index(ctx, index_dir))
     with index_lock(folder):  # the Parquet parts are rewritten without the embeddings
-        store = _open(folder)
-        try:
+        with _open(folder) as store:
             n = forget_person(store, person_id, folder)
-        finally:
-            store.close()
     click.echo(f"Forgot person {person_id} ({n} faces).")
 
 
@@ -161,11 +143,8 @@ def forget_cmd(ctx: click.Context, person_id: int, index_dir: Path | None) -> No
 @click.pass_context
 def unforget_cmd(ctx: click.Context, index_dir: Path | None) -> None:
     """Let forgotten faces be grouped again (after their photos are re-indexed)."""
-    store = _open(_index(ctx, index_dir))
-    try:
+    with _open(_index(ctx, index_dir)) as store:
         n = unforget_faces(store)
-    finally:
-        store.close()
     click.echo(f"{n} forgotten faces may be grouped again; re-index their photos to recompute embeddings.")
 
 
@@ -181,11 +160,8 @@ def unforget_cmd(ctx: click.Context, index_dir: Path | None) -> None:
 def group_cmd(ctx: click.Context, assign_distance: float, cluster_distance: float, min_faces: int,
               index_dir: Path | None) -> None:
     """Run the grouping pass now (`photos index` with faces runs it after every run)."""
-    store = _open(_index(ctx, index_dir))
-    try:
+    with _open(_index(ctx, index_dir)) as store:
         report = regroup(store, GroupingSettings(assign_distance, cluster_distance, min_faces))
-    finally:
-        store.close()
     for problem in report.problems:
         click.echo(problem, err=True)
     click.echo(f"{report.assigned} faces joined people; {report.new_people} new people "

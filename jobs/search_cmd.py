@@ -76,15 +76,12 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
       photos search --person anna --person bob
     """
     filters = build_filters(date_from, date_to, year, month, camera, near, km, place)
-    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
-    try:
+    with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
         for name in persons:
             person_named(store, name)  # an unknown name is an error, not an empty result
         found = search_photos(store, terms, filters, sort=sort, limit=limit, min_score=min_score,
                               objects_of=objects_of, min_count=min_count, min_area=min_area,
                               persons=persons)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([
             {"path": f.hit.path, "score": round(f.hit.score, 4), "labels": f.hit.labels, "width": f.hit.width,

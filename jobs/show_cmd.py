@@ -34,12 +34,9 @@ def show(photo: Path, index_dir: Path | None, out: Path | None, cutout_class: st
       photos show ~/Pictures/IMG_0042.jpg --out dog.png
       photos show ~/Pictures/IMG_0042.jpg --cutout person --out person.png
     """
-    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
-    try:
+    with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
         record = load_record(store, resolve_index_dir(index_dir), str(photo))
         faces = faces_in_photo(store, record["path"])
-    finally:
-        store.close()
     upright = open_upright(str(photo))
     if cutout_class:
         image = cutout(record, upright, cutout_class)

@@ -28,11 +28,8 @@ def similar(photo: str, index_dir: Path | None, limit: int, as_json: bool) -> No
       photos similar ~/Downloads/found.jpg --limit 5 --json
     """
     index = resolve_index_dir(index_dir)
-    store = IndexStore.open(index, create=False)
-    try:
+    with IndexStore.open(index, create=False) as store:
         hits, _ = find_similar(index, store, photo, limit)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([{"path": h.path, "similarity": round(h.similarity, 4)} for h in hits],
                               indent=2, ensure_ascii=False))

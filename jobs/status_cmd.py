@@ -26,13 +26,10 @@ def status(index_dir: Path | None, n_runs: int) -> None:
     A task below 100% had its weights missing in some run: run `photos index` again with
     the weights (--weights-dir) and it runs on just those photos.
     """
-    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
-    try:
+    with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
         counts = store.counts()
         coverage = store.task_coverage()
         runs = store.last_runs(n_runs)
-    finally:
-        store.close()
     click.echo(f"Index {store.path.parent}")
     click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   objects {counts['objects']}   "
                f"segments {counts['segments']}   failed files {counts['errors']}"
@@ -60,11 +57,8 @@ def status(index_dir: Path | None, n_runs: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, stage, reason}.")
 def errors(index_dir: Path | None, as_json: bool) -> None:
     """Files that could not be indexed, with the stage and the reason."""
-    store = IndexStore.open(resolve_index_dir(index_dir), create=False)
-    try:
+    with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
         failures = store.run_errors()
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([{"path": p, "stage": s, "reason": r} for p, s, r in failures], indent=2))
         return

@@ -32,11 +32,8 @@ def train(name: str, photos: tuple[str, ...], index_dir: Path | None) -> None:
     """
     examples, negatives = _photo_lists(photos)
     index = resolve_index_dir(index_dir)
-    store = IndexStore.open(index, create=False)
-    try:
+    with IndexStore.open(index, create=False) as store:
         report = train_label(index, store, name, examples, negatives)
-    finally:
-        store.close()
     click.echo(f"{report.name!r}: {report.positives} examples vs {report.negatives} negatives; "
                f"cross-validated precision {report.precision:.2f}, recall {report.recall:.2f}")
     click.echo(f"scored {report.scored:,} photos, {report.matches:,} at >= 0.5, in {report.seconds:.1f} s; "
@@ -50,11 +47,8 @@ def labels(ctx: click.Context, index_dir: Path | None) -> None:
     """List custom labels (`photos labels`), or remove one (`photos labels remove NAME`)."""
     ctx.obj = resolve_index_dir(index_dir)
     if ctx.invoked_subcommand is None:
-        store = IndexStore.open(ctx.obj, create=False)
-        try:
+        with IndexStore.open(ctx.obj, create=False) as store:
             heads = list_heads(store)
-        finally:
-            store.close()
         if not heads:
             click.echo("No custom labels; make one with `photos train NAME --examples ...`.")
         for h in heads:
@@ -68,11 +62,8 @@ def labels(ctx: click.Context, index_dir: Path | None) -> None:
 @click.pass_obj
 def remove(index: Path, name: str, index_dir: Path | None) -> None:
     """Forget the custom label NAME and its scores."""
-    store = IndexStore.open(index_dir or index, create=False)
-    try:
+    with IndexStore.open(index_dir or index, create=False) as store:
         remove_label(store, name)
-    finally:
-        store.close()
     click.echo(f"removed {name!r}")
 
 

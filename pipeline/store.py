@@ -266,6 +266,12 @@ class IndexStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- runs -------------------------------------------------------------------------
 
     def begin_run(self, roots: Sequence[str], models: dict[str, str]) -> int:
