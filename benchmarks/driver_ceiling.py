@@ -137,7 +137,7 @@ def main() -> None:
         run_id = store.begin_run(["/library"], {t: k.model for t, k in KEYS.items()})
         writer = IndexWriter(store, parquet_dir(folder), run_id, KEYS, args.commit_rows)
         tables = list(blocks(rng, 0, args.rows, pool))  # made beforehand: the actors make them
-        with Timed(writer_module, "write_part") as parquet, Timed(store, "commit_batch") as sqlite:
+        with Timed(writer_module, "write_part") as parquet, Timed(store, "commit") as sqlite:
             started = time.perf_counter()
             for table in tables:
                 writer.add(table)

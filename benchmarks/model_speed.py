@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from models.base import TaskOptions
 from models.registry import get_spec
-from models.tasks import TaskOptions, wrapper_for
+from models.tasks import wrapper_for
 from models.untrained import save_untrained
 from models.weights import load_state_dict, locate_weights
 from pipeline.decode import decode_photo
@@ -49,9 +50,7 @@ def main() -> None:
                 spec, folder, weights = save_untrained(name, Path(tmp)), Path(tmp), "RANDOM weights"
             wrapper = wrapper_for(spec.task, spec)(spec, load_state_dict(spec, folder, offline=True), "cpu",
                                                    TaskOptions())
-            wrapper.load()
-            assert wrapper.model is not None
-            wrapper.model = wrapper.model.to(memory_format=torch.channels_last)
+            wrapper.load()  # channels-last, as the pipeline runs it
             decoded = [decode_photo(str(p), spec.input_size, IndexSettings.max_pixels) for p in paths]
             images, sizes = [d.pixels for d in decoded], [(d.width, d.height) for d in decoded]
             wrapper.predict(images[:2], sizes[:2])  # warm-up

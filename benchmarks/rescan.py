@@ -22,7 +22,7 @@ from pipeline.indexer import index_library
 from pipeline.plan import plan_run
 from pipeline.scan import scan_library
 from pipeline.settings import IndexSettings
-from pipeline.store import IndexStore
+from pipeline.store import Batch, IndexStore
 from pipeline.writer import ModelKey
 
 
@@ -64,7 +64,7 @@ def main() -> None:
         rows = [{"path": w.file.path, "size": w.file.size, "mtime_ns": w.file.mtime_ns, "width": 1,
                  "height": 1, "fingerprint": "", "models": models} for w in plan.todo]
         for i in range(0, len(rows), 5000):
-            store.commit_batch(run_id, rows[i : i + 5000], [], [], f"bench-{i}.parquet")
+            store.commit(run_id, Batch(photos=rows[i : i + 5000], parquet_name=f"bench-{i}.parquet"))
         store.finish_run(run_id, "done")
         store.close()
         (index / "parquet").mkdir()

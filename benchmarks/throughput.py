@@ -40,8 +40,9 @@ import ray
 import torch
 from PIL import Image
 
+from models.base import TaskOptions
 from models.registry import ModelSpec, default_model, get_spec
-from models.tasks import TaskOptions, wrapper_for
+from models.tasks import wrapper_for
 from models.untrained import save_untrained
 from models.weights import load_state_dict, locate_weights
 from pipeline.decode import decode_photo
@@ -50,7 +51,7 @@ from pipeline.inference import ModelPlan, working_size
 from pipeline.job import CPU_BATCH
 from pipeline.parquet_sink import parquet_dir, read_part
 from pipeline.settings import IndexSettings
-from pipeline.store import IndexStore
+from pipeline.store import Batch, IndexStore
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval" / "imagenet-samples"
 SIZES = {"12MP": (4000, 3000), "2MP": (1600, 1200)}
@@ -165,8 +166,7 @@ def main() -> None:
         print("\nmodel alone on pre-decoded images               img/s")
         for task, spec in specs.items():
             wrapper = wrapper_for(task, spec)(spec, load_state_dict(spec, weights, offline=True), "cpu", TaskOptions())
-            wrapper.load()
-            wrapper.model.to(memory_format=torch.channels_last)  # as the pipeline runs it
+            wrapper.load()  # channels-last, as the pipeline runs it
             wrapper.predict(images[:2], sizes[:2])  # warm-up
             for bs in sorted({1, 4, 8, 32, args.batch_size}):
                 r = rate(n, lambda: [wrapper.predict(images[i:i + bs], sizes[i:i + bs]) for i in range(0, n, bs)])
@@ -300,7 +300,7 @@ def _commit_batching(index: Path) -> None:
             store = IndexStore.open(Path(tmp))
             run_id = store.begin_run([], {})
             r = rate(len(photo_rows), lambda: [
-                store.commit_batch(run_id, photo_rows[i:i + per_commit], [], [], f"p{i}.parquet")
+                store.commit(run_id, Batch(photos=photo_rows[i:i + per_commit], parquet_name=f"p{i}.parquet"))
                 for i in range(0, len(photo_rows), per_commit)])
             store.close()
         print(f"  SQLite commits, {per_commit:>3} photo(s) per transaction: {r:10.0f} photos/s")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 from jobs.options import index_option, resolve_index_dir
+from models.tasks import DEFAULT_TASKS, TASKS
 from models.weights import default_weights_dir
 from pipeline.indexer import RunSummary, index_library
 from pipeline.plan import RunPlan
-from pipeline.settings import DEFAULT_TASKS, PRECISIONS, TASKS, IndexSettings, help_for
+from pipeline.settings import PRECISIONS, IndexSettings, help_for
 
 EXIT_SOME_FAILED = 3
 """Exit code of a run that finished but could not index some files (see `photos errors`)."""
@@ -97,52 +101,59 @@ def _parse_tasks(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     return tasks
 
 
+def _option(setting: str, flag: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """``flag`` for the setting of that name: its help and default come from
+    ``IndexSettings``, so each option is declared here once and nowhere else."""
+    default = kwargs.pop("default", _DEFAULTS.get(setting))
+    kwargs.setdefault("help", help_for(setting) if setting in _DEFAULTS else None)
+    return click.option(flag, setting, default=default, show_default=default not in (None, False), **kwargs)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(IndexSettings) if f.default is not MISSING}
+_OPTIONS = [
+    _option("tasks", "--models", default=",".join(DEFAULT_TASKS), callback=_parse_tasks),
+    *(_option(task.model_option, "--" + task.model_option.replace("_", "-"), default=None, help=task.model_help)
+      for task in TASKS.values()),
+    _option("strict_models", "--strict-models", is_flag=True),
+    _option("weights_dir", "--weights-dir", type=click.Path(path_type=Path, file_okay=False)),
+    _option("address", "--address"),
+    _option("batch_size", "--batch-size", type=click.IntRange(1)),
+    _option("decode_batch_size", "--decode-batch-size", type=click.IntRange(1)),
+    _option("num_actors", "--actors", type=click.IntRange(1)),
+    _option("gpus_per_actor", "--gpus-per-actor", type=click.FloatRange(0, 1, min_open=True)),
+    _option("actor_cpus", "--actor-cpus", type=click.FloatRange(0, min_open=True)),
+    _option("model_threads", "--model-threads", type=click.IntRange(1)),
+    _option("decode_cpus", "--decode-cpus", type=click.FloatRange(0, min_open=True)),
+    _option("task_retries", "--task-retries", type=click.IntRange(0)),
+    _option("precision", "--precision", type=click.Choice(PRECISIONS)),
+    _option("channels_last", "--channels-last/--no-channels-last"),
+    _option("top_k", "--top-k", type=click.IntRange(1, 100)),
+    _option("score_threshold", "--score-threshold", type=click.FloatRange(0, 1)),
+    _option("mask_size", "--mask-size", type=click.IntRange(16, 4096)),
+    _option("image_size", "--image-size", type=click.IntRange(32, 4096)),
+    _option("ray_min_photos", "--ray-min-photos", type=click.IntRange(0)),
+    _option("ray_num_cpus", "--num-cpus", type=click.IntRange(1)),
+    _option("commit_rows", "--commit-rows", type=click.IntRange(1)),
+    _option("max_pixels", "--max-pixels", type=click.IntRange(1)),
+    _option("keep_deleted", "--keep-deleted", is_flag=True),
+    _option("retry_errors", "--retry-errors", is_flag=True),
+]
+"""Every setting but ``roots`` and ``index_dir`` (the argument and ``--index``); a test
+checks that none is missing."""
+
+
+def _with_options(func: Callable) -> Callable:
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=str))
 @index_option
-@click.option("--models", "tasks", default=",".join(DEFAULT_TASKS), callback=_parse_tasks, show_default=True,
-              help=help_for("tasks"))
-@click.option("--classifier", default=None, help=help_for("classifier"))
-@click.option("--detector", default=None, help=help_for("detector"))
-@click.option("--segmenter", default=None, help=help_for("segmenter"))
-@click.option("--strict-models", is_flag=True, help=help_for("strict_models"))
-@click.option("--weights-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help=help_for("weights_dir"))
-@click.option("--address", default=None, help=help_for("address"))
-@click.option("--batch-size", type=click.IntRange(1), default=None, help=help_for("batch_size"))
-@click.option("--decode-batch-size", type=click.IntRange(1), default=IndexSettings.decode_batch_size,
-              show_default=True, help=help_for("decode_batch_size"))
-@click.option("--actors", "num_actors", type=click.IntRange(1), default=None, help=help_for("num_actors"))
-@click.option("--gpus-per-actor", type=click.FloatRange(0, 1, min_open=True), default=IndexSettings.gpus_per_actor,
-              show_default=True, help=help_for("gpus_per_actor"))
-@click.option("--precision", type=click.Choice(PRECISIONS), default=IndexSettings.precision, show_default=True,
-              help=help_for("precision"))
-@click.option("--channels-last/--no-channels-last", default=IndexSettings.channels_last, show_default=True,
-              help=help_for("channels_last"))
-@click.option("--top-k", type=click.IntRange(1, 100), default=IndexSettings.top_k, show_default=True,
-              help=help_for("top_k"))
-@click.option("--score-threshold", type=click.FloatRange(0, 1), default=IndexSettings.score_threshold,
-              show_default=True, help=help_for("score_threshold"))
-@click.option("--mask-size", type=click.IntRange(16, 4096), default=IndexSettings.mask_size, show_default=True,
-              help=help_for("mask_size"))
-@click.option("--image-size", type=click.IntRange(32, 4096), default=None, help=help_for("image_size"))
-@click.option("--ray-min-photos", type=click.IntRange(0), default=IndexSettings.ray_min_photos,
-              show_default=True, help=help_for("ray_min_photos"))
-@click.option("--num-cpus", "ray_num_cpus", type=click.IntRange(1), default=None, help=help_for("ray_num_cpus"))
-@click.option("--commit-rows", type=click.IntRange(1), default=IndexSettings.commit_rows, show_default=True,
-              help=help_for("commit_rows"))
-@click.option("--max-pixels", type=click.IntRange(1), default=IndexSettings.max_pixels, show_default=True,
-              help=help_for("max_pixels"))
-@click.option("--keep-deleted", is_flag=True, help=help_for("keep_deleted"))
-@click.option("--retry-errors", is_flag=True, help=help_for("retry_errors"))
+@_with_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...], classifier: str | None,
-          detector: str | None, segmenter: str | None, strict_models: bool,
-          weights_dir: Path | None, address: str | None, batch_size: int | None, decode_batch_size: int, num_actors: int | None,
-          gpus_per_actor: float, precision: str, channels_last: bool, top_k: int,
-          score_threshold: float, mask_size: int, image_size: int | None,
-          ray_min_photos: int, ray_num_cpus: int | None, commit_rows: int, max_pixels: int, keep_deleted: bool,
-          retry_errors: bool, quiet: bool) -> None:
+def index(roots: tuple[str, ...], index_dir: Path | None, quiet: bool, **options: Any) -> None:
     """Index the photos under ROOTS (folders or URIs like s3://bucket/photos, walked recursively).
 
     Each photo is decoded once and goes through the classifier, the object detector and
@@ -159,14 +170,11 @@ def index(roots: tuple[str, ...], index_dir: Path | None, tasks: tuple[str, ...]
       photos index ~/Pictures --models classify,detect --weights-dir ./weights
       photos index s3://my-bucket/photos --address auto    # on a Ray cluster
     """
+    chosen = {name: options.pop(task.model_option) for name, task in TASKS.items()}
     settings = IndexSettings(
-        roots=roots, index_dir=resolve_index_dir(index_dir), tasks=tasks, classifier=classifier,
-        detector=detector, segmenter=segmenter, strict_models=strict_models,
-        score_threshold=score_threshold, mask_size=mask_size, image_size=image_size,
-        weights_dir=weights_dir or default_weights_dir(), address=address, batch_size=batch_size, decode_batch_size=decode_batch_size,
-        num_actors=num_actors, gpus_per_actor=gpus_per_actor, precision=precision,
-        channels_last=channels_last, top_k=top_k, ray_min_photos=ray_min_photos, ray_num_cpus=ray_num_cpus, commit_rows=commit_rows,
-        max_pixels=max_pixels, keep_deleted=keep_deleted, retry_errors=retry_errors,
+        roots=roots, index_dir=resolve_index_dir(index_dir),
+        models={task: model for task, model in chosen.items() if model},
+        **{**options, "weights_dir": options["weights_dir"] or default_weights_dir()},
     )
     bar = _ProgressBar(enabled=not quiet)
     try:

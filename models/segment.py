@@ -11,7 +11,7 @@ the model's mean confidence over their pixels.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.base import ModelWrapper
+from pipeline.records import IndexRow
 
 MASK_ENCODING = "png-gray8"
 """The only mask encoding: PNG, mode L, pixel value = category index."""
@@ -76,9 +77,15 @@ class Segmenter(ModelWrapper):
         return ((c["label"], c["score"]) for c in record["classes"]
                 if c["label"] != BACKGROUND and c["fraction"] >= SEARCHABLE_FRACTION)
 
-    @torch.inference_mode()
-    def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
-        self.load()
+    @classmethod
+    def index_rows(cls, path: str, record: dict, model: str) -> Iterable[IndexRow]:
+        """Its labels, and one ``segments`` row per class in the mask (``--cutout``, eval)."""
+        yield from super().index_rows(path, record, model)
+        for c in record["classes"]:
+            yield IndexRow("segments", path, {"label": c["label"], "fraction": c["fraction"], "score": c["score"],
+                                              "model": model})
+
+    def infer(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[dict]:
         assert self.model is not None and self.preprocess is not None  # load() set them
         tensors = [self.preprocess(self.to_tensor(im)) for im in images]
         # Photos of one shape run as one call. Padding mixed shapes to one would cost up to
@@ -86,7 +93,6 @@ class Segmenter(ModelWrapper):
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, t in enumerate(tensors):
             by_shape.setdefault(tuple(t.shape), []).append(i)
-        originals = self.original_sizes(images, sizes)
         records: list[dict] = [{}] * len(images)
         for indices in by_shape.values():
             logits = self.model(torch.stack([tensors[i] for i in indices]).to(self.device))["out"].float()

@@ -4,28 +4,27 @@ They fill the same columns with the same records as ``models/detect.py`` and
 ``models/segment.py`` (so search, show and eval need no change); only loading (from the
 verified ``X.json`` + ``X.bin``, see ``models/weights.ModelFiles``) and the model's own
 pre- and post-processing differ. The registry names them in ``ModelSpec.wrapper``.
+
+Both run without autocast (``autocast_safe = False``): measured on an H200, bf16 autocast
+moved Selfie's person probability by up to 0.62 and NanoDet's box regressions by up to
+0.14 (fp16: 0.10 and 0.02), while both models are small enough to run 3,000-8,000
+photos/s in fp32 there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from models import nanodet, selfie
+from models.base import TaskOptions
 from models.detect import Detector
 from models.segment import Segmenter
-from models.tasks import TaskOptions
 from models.weights import ModelFiles
 from pipeline.errors import ModelError
-
-
-def _full_precision(device: torch.device) -> torch.autocast:
-    """Autocast off: measured on an H200, bf16 autocast moved Selfie's person probability
-    by up to 0.62 and NanoDet's box regressions by up to 0.14 (fp16: 0.10 and 0.02), while
-    both models are small enough to run 3,000-8,000 photos/s in fp32 there."""
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _build(wrapper: Detector | Segmenter) -> torch.nn.Module:
@@ -33,15 +32,20 @@ def _build(wrapper: Detector | Segmenter) -> torch.nn.Module:
     if not isinstance(files, ModelFiles) or wrapper.spec.build_from_files is None:
         raise ModelError(f"{wrapper.spec.name} is built from its TF.js files; load it with models.weights")
     json_path, bin_path = files.paths[0], files.paths[1]
-    return wrapper.spec.build_from_files(json_path, bin_path).eval().to(wrapper.device)
+    return wrapper.spec.build_from_files(json_path, bin_path)
+
 
 
 class NanoDetDetector(Detector):
     """COCO-80 boxes from NanoDet, in ``models/detect.py``'s record shape."""
 
-    def load(self) -> None:
-        if self.model is None:
-            self.model = _build(self)
+    autocast_safe = False  # see the module docstring
+
+    def build(self) -> torch.nn.Module:
+        return _build(self)
+
+    def loaded(self) -> None:
+        """Nothing to set: NanoDet's threshold applies in :func:`nanodet.detections`."""
 
     def score_threshold(self) -> float:
         """The run's ``--score-threshold``, or NanoDet's measured default where the run
@@ -51,15 +55,11 @@ class NanoDetDetector(Detector):
             return self.spec.default_score_threshold
         return given
 
-    @torch.inference_mode()
-    def predict(self, images: list[np.ndarray],
-                sizes: Sequence[tuple[int, int]] | None = None) -> list[list[dict[str, float | str]]]:
-        self.load()
+    def infer(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[list[dict[str, Any]]]:
         assert self.model is not None
         batch = nanodet.preprocess(images).to(self.device)
-        with _full_precision(self.device):
-            scores, boxes = self.model(batch.contiguous(memory_format=torch.channels_last))
-        return nanodet.detections(scores, boxes, self.original_sizes(images, sizes), self.score_threshold())
+        scores, boxes = self.model(batch.contiguous(memory_format=torch.channels_last))
+        return nanodet.detections(scores, boxes, originals, self.score_threshold())
 
 
 class SelfieSegmenter(Segmenter):
@@ -76,14 +76,12 @@ class SelfieSegmenter(Segmenter):
         """None: a Selfie mask is no evidence that a person is in the photo (see above)."""
         return ()
 
-    def load(self) -> None:
-        if self.model is None:
-            self.model = _build(self)
+    autocast_safe = False  # see the module docstring
 
-    @torch.inference_mode()
-    def predict(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
-        self.load()
+    def build(self) -> torch.nn.Module:
+        return _build(self)
+
+    def infer(self, images: list[np.ndarray], originals: list[tuple[int, int]]) -> list[dict]:
         assert self.model is not None
-        with _full_precision(self.device):
-            probabilities = self.model(selfie.preprocess(images).to(self.device))
-        return selfie.masks(probabilities, self.original_sizes(images, sizes), self.options.mask_size)
+        probabilities = self.model(selfie.preprocess(images).to(self.device))
+        return selfie.masks(probabilities, originals, self.options.mask_size)

@@ -40,11 +40,10 @@ def embed_files(paths: Sequence[str], model: str = "efficientnet_lite0", weights
 
     Raises :class:`DecodeError` naming the file that cannot be read.
     """
-    import torch
 
+    from models.base import TaskOptions
     from models.classify import EMBEDDING_COLUMN, Classifier
     from models.registry import get_spec
-    from models.tasks import TaskOptions
     from models.weights import load_state_dict
     from pipeline.decode import decode_photo
 
@@ -52,9 +51,6 @@ def embed_files(paths: Sequence[str], model: str = "efficientnet_lite0", weights
     if spec.task != "classify":
         raise PhotosError(f"{model} is not a classifier; embeddings come from classifiers")
     classifier = Classifier(spec, load_state_dict(spec, weights_dir, offline=True), "cpu", TaskOptions())
-    classifier.load()
-    assert classifier.model is not None
-    classifier.model = classifier.model.to(memory_format=torch.channels_last)  # as the inference stage does
     out: list[np.ndarray] = []
     for start in range(0, len(paths), batch):
         images = []

@@ -20,6 +20,7 @@ from models.weights import fetch_weights
 from pipeline.custom_labels import apply_custom_labels
 from pipeline.errors import WeightsMissingError
 from pipeline.fingerprint import fingerprint
+from pipeline.index_status import run_errors
 from pipeline.inference import ModelPlan
 from pipeline.lock import index_lock
 from pipeline.parquet_sink import parquet_dir, remove_orphan_parts
@@ -81,22 +82,17 @@ class _Silent:
         pass
 
 
-def _overrides(settings: IndexSettings) -> dict[str, str | None]:
-    return {"classify": settings.classifier, "detect": settings.detector, "segment": settings.segmenter}
-
-
 def select_models(settings: IndexSettings, gpu: bool,
                   specs: Mapping[str, ModelSpec] | None = None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     """The run's models whose weights are here (verified, or downloaded where allowed), and
     task -> message for the tasks skipped for want of weights.
 
     ``specs`` gives a task's model spec directly instead of by name (a fine-tuned model, or
-    one with other weights); other tasks use ``--classifier``/``--detector``/``--segmenter``
-    or the device default. Raises :class:`WeightsMissingError` when weights are missing and
+    one with other weights); other tasks use ``settings.models`` or the device default. Raises :class:`WeightsMissingError` when weights are missing and
     ``settings.strict_models`` is set, or when no selected task has its weights.
     """
     specs = dict(specs or {})
-    named = choose_models([t for t in settings.tasks if t not in specs], _overrides(settings), gpu)
+    named = choose_models([t for t in settings.tasks if t not in specs], settings.models, gpu)
     chosen = {task: specs[task] if task in specs else get_spec(named[task]) for task in settings.tasks}
     available, skipped = {}, {}
     for task, spec in chosen.items():
@@ -127,9 +123,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
     progress = progress or _Silent()
     roots = [str(r) for r in check_roots(settings.roots)]
     root_texts = [path_text(r) for r in roots]  # how the index spells paths under them
-    for name in _overrides(settings).values():
-        if name:
-            get_spec(name)  # an unknown name fails before any scanning
+    for name in settings.models.values():
+        get_spec(name)  # an unknown name fails before any scanning
     started = time.monotonic()
     with index_lock(settings.index_dir):
         store = IndexStore.open(settings.index_dir)
@@ -180,7 +175,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                     skipped=summary.unchanged, failed=summary.failed,
                     seconds=summary.seconds, images_per_s=summary.images_per_s,
                 )
-            summary.failures = store.run_errors(run_id)
+            summary.failures = run_errors(store, run_id)
         finally:
             if session is not None:
                 session.close()

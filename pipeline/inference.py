@@ -7,15 +7,14 @@ actor pool (``pipeline/job.py``), so models load once per actor, not once per ba
 A model that fails on a batch is retried photo by photo, so one odd image becomes one
 error row (stage = the task) instead of failing its whole batch.
 
-Weights are laid out channels-last on every device (tensor cores work in that layout,
-and on CPU it measured 1.3-1.9x faster); on a GPU models also run under autocast (bf16
-or fp16). CPU inference stays fp32.
+The stage picks the device and the GPU's autocast dtype (bf16 or fp16); each wrapper
+applies them itself (``models/base.py``: channels-last weights, inference mode, autocast
+unless the model is not safe under it). CPU inference stays fp32.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from models.base import ModelWrapper
+from models.base import ModelWrapper, TaskOptions
 from models.registry import ModelSpec
-from models.tasks import TASK_WRAPPERS, TaskOptions, wrapper_for
+from models.tasks import task_columns, wrapper_for
 from models.weights import load_state_dict
 from pipeline.metadata import METADATA_TYPE, metadata_array
 from pipeline.plan import WorkItem
@@ -47,9 +46,7 @@ BASE_FIELDS = [
     pa.field("error_stage", pa.string(), nullable=False),
     pa.field("error_reason", pa.string(), nullable=False),
 ]
-TASK_COLUMNS: dict[str, dict[str, pa.DataType]] = {
-    task: {w.column: w.arrow_type, **getattr(w, "extra_columns", {})} for task, w in TASK_WRAPPERS.items()
-}
+TASK_COLUMNS: dict[str, dict[str, pa.DataType]] = task_columns()
 """Task -> the columns it fills: its ``column``, then any ``extra_columns`` (the classifier's embedding)."""
 METADATA_FIELD = pa.field("metadata", METADATA_TYPE)  # date taken, camera, GPS: pipeline/metadata.py
 RESULT_SCHEMA = pa.schema(BASE_FIELDS + [pa.field(c, t) for cols in TASK_COLUMNS.values() for c, t in cols.items()]
@@ -127,19 +124,10 @@ class InferenceStage:
         self.wrappers: list[ModelWrapper] = []
         for plan in plans:
             state_dict = load_state_dict(plan.spec, weights_dir, offline=True)
-            wrapper = wrapper_for(plan.task, plan.spec)(plan.spec, state_dict, device, options)
+            wrapper = wrapper_for(plan.task, plan.spec)(plan.spec, state_dict, device, options,
+                                                        channels_last=compute.channels_last, autocast=self.autocast)
             wrapper.load()
-            if compute.channels_last and wrapper.model is not None:
-                wrapper.model = wrapper.model.to(memory_format=torch.channels_last)
             self.wrappers.append(wrapper)
-
-    @contextlib.contextmanager
-    def _precision(self) -> Iterator[None]:
-        if self.autocast is None:
-            yield
-        else:
-            with torch.autocast("cuda", dtype=self.autocast):
-                yield
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
@@ -153,8 +141,7 @@ class InferenceStage:
                 continue
             images = [batch["image"][i] for i in live]
             sizes = [(int(batch["width"][i]), int(batch["height"][i])) for i in live]
-            with self._precision():
-                outcomes = _predict_isolating(wrapper, images, sizes)
+            outcomes = _predict_isolating(wrapper, images, sizes)
             for i, outcome in zip(live, outcomes):
                 if isinstance(outcome, _Failure):
                     stages[i], reasons[i] = wrapper.task, outcome.reason
@@ -205,25 +192,17 @@ class _Failure:
     reason: str
 
 
-def _predict_columns(wrapper: ModelWrapper, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[dict]:
-    """Per image, {column: value} for every column the wrapper's task fills."""
-    several = getattr(wrapper, "predict_columns", None)
-    if several is not None:
-        return several(images, sizes)
-    return [{wrapper.column: r} for r in wrapper.predict(images, sizes)]
-
-
 def _predict_isolating(wrapper: ModelWrapper, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list:
     """Predict the batch; if that fails, each image alone, so only the bad ones fail."""
     if len(images) > 1:
         try:
-            return _predict_columns(wrapper, images, sizes)
+            return wrapper.predict_columns(images, sizes)
         except Exception:
             pass
     outcomes: list = []
     for image, size in zip(images, sizes):
         try:
-            outcomes.extend(_predict_columns(wrapper, [image], [size]))
+            outcomes.extend(wrapper.predict_columns([image], [size]))
         except Exception as exc:
             outcomes.append(_Failure(f"{wrapper.spec.name} failed on this image: {type(exc).__name__}: {exc}"))
     return outcomes

@@ -36,6 +36,8 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image
 
+from pipeline.records import IndexRow
+
 METADATA_TYPE = pa.struct([
     pa.field("taken", pa.string()),  # local time as the camera wrote it: "2019-07-14T18:03:22"
     pa.field("taken_offset", pa.string()),  # "+01:00" when the camera recorded its UTC offset
@@ -272,12 +274,12 @@ def camera_name(make: str | None, model: str | None) -> str | None:
     return f"{make} {model}"
 
 
-def index_row(path: str, meta: dict[str, Any] | None, places: list[str]) -> dict[str, Any] | None:
-    """The ``photo_meta`` row (plus ``path`` and ``places``) of a record's metadata, if any."""
+def metadata_rows(path: str, meta: dict[str, Any] | None, places: list[str]) -> list[IndexRow]:
+    """The ``photo_meta`` row of a record's metadata, if it has any, and one
+    ``photo_places`` row per folded place name."""
     if not meta:
-        return None
-    return {
-        "path": path,
+        return []
+    row = IndexRow("photo_meta", path, {
         "taken": meta["taken"].replace("T", " ") if meta.get("taken") else None,
         "taken_offset": meta.get("taken_offset"),
         "date_source": meta.get("date_source"),
@@ -289,8 +291,8 @@ def index_row(path: str, meta: dict[str, Any] | None, places: list[str]) -> dict
         "city": meta.get("city"),
         "region": meta.get("region"),
         "country": meta.get("country"),
-        "places": places,
-    }
+    })
+    return [row, *(IndexRow("photo_places", path, {"name": name}) for name in places)]
 
 
 def describe(meta: dict[str, Any] | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,16 @@ class FileError:
     stage: str
     reason: str
     folder: bool = False
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One row a photo's record adds to a SQLite table (``labels``, ``objects``, ...).
+
+    ``values`` are the table's columns but ``photo_id``, which the store fills in from
+    ``path`` inside the commit that inserts the photo.
+    """
+
+    table: str
+    path: str
+    values: dict[str, Any]

@@ -10,10 +10,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-TASKS = ("classify", "detect", "segment", "faces")
-"""Tasks the pipeline knows, in the order they run on each photo."""
-DEFAULT_TASKS = ("classify", "detect", "segment")
-"""Tasks run when none are named (faces is opt-in: `--models classify,detect,segment,faces`)."""
+from models.tasks import DEFAULT_TASKS, TASK_NAMES
+
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 """Choices of ``IndexSettings.precision``."""
 
@@ -44,20 +42,11 @@ class IndexSettings:
     address: str | None = _setting(
         None, "Ray cluster to join ('auto' or host:port). Default: start Ray locally."
     )
-    tasks: tuple[str, ...] = _setting(DEFAULT_TASKS, "Comma-separated tasks to run: " + ",".join(TASKS) + ".")
-    classifier: str | None = _setting(
-        None,
-        "Classifier name (see `photos models list`). Default: efficientnet_lite0 on CPU, "
-        "efficientnet_v2_s on GPU.",
-    )
-    detector: str | None = _setting(
-        None,
-        "Object detector name. Default: nanodet on CPU, "
-        "fasterrcnn_resnet50_fpn_v2 on GPU.",
-    )
-    segmenter: str | None = _setting(
-        None,
-        "Segmentation model name. Default: selfie (person masks) on CPU, deeplabv3_resnet50 on GPU.",
+    tasks: tuple[str, ...] = _setting(DEFAULT_TASKS, "Comma-separated tasks to run: " + ",".join(TASK_NAMES) + ".")
+    models: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Task -> model name for the tasks whose model the user chose (`photos index "
+                          "--classifier`, `--detector`, ...: models/tasks.py); other tasks use their default."},
     )
     strict_models: bool = _setting(
         False, "Stop with an error if any selected task's weights are missing, instead of skipping the task."
@@ -141,3 +130,8 @@ def help_for(name: str) -> str:
         if f.name == name:
             return f.metadata["help"]
     raise KeyError(name)
+
+
+def setting_names() -> list[str]:
+    """Every setting's name, in declaration order (the CLI checks it offers each one)."""
+    return [f.name for f in fields(IndexSettings)]

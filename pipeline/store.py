@@ -13,7 +13,7 @@ date, camera and place filters. ``photos.models`` records which model and weight
 photo, which is how a later run knows what to re-run.
 
 The database runs in WAL mode, so `photos search` reads a consistent snapshot while a
-nightly run writes; each batch of results is one transaction (:meth:`IndexStore.commit_batch`).
+nightly run writes; each batch of results is one transaction (:meth:`IndexStore.commit`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
     text,
@@ -51,6 +50,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from pipeline.errors import IndexStoreError
 from pipeline.plan import KnownPhoto
+from pipeline.records import IndexRow
 
 DB_NAME = "index.sqlite"
 SCHEMA_VERSION = 1
@@ -185,14 +185,6 @@ photo_places = Table(
 Index("ix_labels_label_cover", labels.c.label, labels.c.photo_id, labels.c.source, labels.c.score)
 # -- end of photo metadata ------------------------------------------------------------------
 
-LabelRow = tuple[str, str, float, str, str]
-"""(photo path, label, score, source task, model name)."""
-ObjectRow = tuple[str, str, float, float, float, float, float, float, str]
-"""(photo path, label, score, x1, y1, x2, y2, area fraction, model name)."""
-SegmentRow = tuple[str, str, float, float, str]
-"""(photo path, label, pixel fraction, mean confidence, model name)."""
-
-
 @dataclass(frozen=True)
 class PartRewrite:
     """A Parquet part replaced by a new version without some rows (``new`` None: no row left)."""
@@ -200,6 +192,35 @@ class PartRewrite:
     old: str
     new: str | None
     rows: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Everything one commit writes, recorded in one SQLite transaction.
+
+    ``photos``: the ``photos`` columns the pipeline knows (path, size, mtime_ns, width,
+    height, fingerprint, models). ``errors``: path, size, mtime_ns, stage and reason.
+    ``rows``: the rows the photos add to other tables (labels, objects, segments,
+    photo_meta, photo_places: each task's ``index_rows``). ``parquet_name`` is the new
+    part holding the photos and ``rewrites`` the parts rewritten without replaced rows;
+    all files are written before the commit. Photos of every path in ``superseded`` or
+    ``photos`` are replaced; an error row replaces only the path's error row. ``hooks``
+    (a task's own tables, e.g. faces: ``ModelWrapper.commit_hook``) run last in the same
+    transaction, with the new photos' path -> id.
+    """
+
+    photos: Sequence[dict[str, Any]] = ()
+    errors: Sequence[dict[str, Any]] = ()
+    rows: Sequence[IndexRow] = ()
+    parquet_name: str | None = None
+    rewrites: Sequence[PartRewrite] = ()
+    superseded: Sequence[str] = ()
+    hooks: Sequence[Callable[[Any, dict[str, int]], None]] = ()
+
+
+def label_row(path: str, label: str, score: float, source: str, model: str) -> IndexRow:
+    """A ``labels`` row: one searchable label of a photo, from ``source`` (a task)."""
+    return IndexRow("labels", path, {"label": label, "score": score, "source": source, "model": model})
 
 _FTS_DDL = "CREATE VIRTUAL TABLE IF NOT EXISTS label_fts USING fts5(label, tokenize='porter unicode61')"
 
@@ -318,31 +339,14 @@ class IndexStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def commit_batch(self, run_id: int, photo_rows: Sequence[dict[str, Any]],
-                     label_rows: Sequence[LabelRow], error_rows: Sequence[dict[str, Any]],
-                     parquet_name: str | None, rewrites: Sequence[PartRewrite] = (),
-                     superseded: Sequence[str] = (), object_rows: Sequence[ObjectRow] = (),
-                     segment_rows: Sequence[SegmentRow] = (),
-                     meta_rows: Sequence[dict[str, Any]] = (),
-                     hooks: Sequence[Callable[[Any, dict[str, int]], None]] = ()) -> None:
-        """Record one batch in one transaction.
-
-        ``photo_rows`` carry the ``photos`` columns the pipeline knows (path, size,
-        mtime_ns, width, height, fingerprint, models); ``error_rows`` path, size,
-        mtime_ns, stage and reason. Photos of every path in ``superseded`` or
-        ``photo_rows`` are replaced; an error row replaces only the path's error row.
-        ``parquet_name`` is the new part holding the batch's photos and ``rewrites`` the
-        parts rewritten without replaced rows; all files are already written.
-        ``meta_rows``: ``photo_meta`` columns plus ``path`` and ``places`` (folded names).
-        ``hooks`` (e.g. the faces tables, ``pipeline/people_store.py``) run last in the same
-        transaction, with the new photos' path -> id.
-        """
+    def commit(self, run_id: int, batch: Batch) -> None:
+        """Record one :class:`Batch` in one transaction."""
         now = time.time()
-        replaced = sorted({*superseded, *(r["path"] for r in photo_rows)})
-        failed = sorted({r["path"] for r in error_rows} - set(replaced))
+        replaced = sorted({*batch.superseded, *(r["path"] for r in batch.photos)})
+        failed = sorted({r["path"] for r in batch.errors} - set(replaced))
         ids: dict[str, int] = {}
         with self.engine.begin() as conn:
-            for rw in rewrites:
+            for rw in batch.rewrites:
                 conn.execute(delete(parquet_files).where(parquet_files.c.name == rw.old))
                 if rw.new:
                     conn.execute(insert(parquet_files).values(name=rw.new, run_id=run_id, rows=rw.rows, created_at=now))
@@ -352,39 +356,19 @@ class IndexStore:
                 conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
             for chunk in _chunks(failed):  # a photo that only failed to scan keeps its results
                 conn.execute(delete(errors).where(errors.c.path.in_(chunk)))
-            if photo_rows:
+            if batch.photos:
                 inserted = conn.execute(
                     insert(photos).returning(photos.c.id, photos.c.path, sort_by_parameter_order=True),
-                    [{**r, "run_id": run_id, "indexed_at": now, "parquet_file": parquet_name}
-                     for r in photo_rows],
+                    [{**r, "run_id": run_id, "indexed_at": now, "parquet_file": batch.parquet_name}
+                     for r in batch.photos],
                 )
                 ids = {path: id_ for id_, path in inserted}
-                if label_rows:
-                    conn.execute(insert(labels), [
-                        {"photo_id": ids[path], "label": label, "score": score,
-                         "source": source, "model": model}
-                        for path, label, score, source, model in label_rows
-                    ])
-                    self._add_label_names(conn, {row[1] for row in label_rows})
-                if object_rows:
-                    conn.execute(insert(objects), [
-                        {"photo_id": ids[path], "label": label, "score": score, "x1": x1, "y1": y1,
-                         "x2": x2, "y2": y2, "area": area, "model": model}
-                        for path, label, score, x1, y1, x2, y2, area, model in object_rows
-                    ])
-                if segment_rows:
-                    conn.execute(insert(segments), [
-                        {"photo_id": ids[path], "label": label, "fraction": fraction, "score": score,
-                         "model": model}
-                        for path, label, fraction, score, model in segment_rows
-                    ])
-                if meta_rows:
-                    self._add_meta(conn, ids, meta_rows)
+                self._add_rows(conn, ids, batch.rows)
                 conn.execute(insert(parquet_files).values(
-                    name=parquet_name, run_id=run_id, rows=len(photo_rows), created_at=now))
-            if error_rows:
-                conn.execute(insert(errors), [{**r, "run_id": run_id, "at": now} for r in error_rows])
-            for hook in hooks:
+                    name=batch.parquet_name, run_id=run_id, rows=len(batch.photos), created_at=now))
+            if batch.errors:
+                conn.execute(insert(errors), [{**r, "run_id": run_id, "at": now} for r in batch.errors])
+            for hook in batch.hooks:
                 hook(conn, ids)
 
     def mark_deleted(self, paths: Sequence[str]) -> None:
@@ -410,15 +394,17 @@ class IndexStore:
                     held.setdefault(part, []).append(path)
         return held
 
-    @staticmethod
-    def _add_meta(conn, ids: dict[str, int], meta_rows: Sequence[dict[str, Any]]) -> None:
-        conn.execute(insert(photo_meta), [
-            {k: v for k, v in {**m, "photo_id": ids[m["path"]]}.items() if k not in ("path", "places")}
-            for m in meta_rows
-        ])
-        places = [{"photo_id": ids[m["path"]], "name": name} for m in meta_rows for name in m["places"]]
-        if places:
-            conn.execute(insert(photo_places), places)
+    @classmethod
+    def _add_rows(cls, conn, ids: dict[str, int], rows: Sequence[IndexRow]) -> None:
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_table.setdefault(row.table, []).append({**row.values, "photo_id": ids[row.path]})
+        for name, values in by_table.items():
+            if name not in metadata.tables:
+                raise ValueError(f"no table {name!r} in the index schema")
+            conn.execute(insert(metadata.tables[name]), values)
+        if "labels" in by_table:
+            cls._add_label_names(conn, {v["label"] for v in by_table["labels"]})
 
     @staticmethod
     def _add_label_names(conn, names: set[str]) -> None:
@@ -427,51 +413,6 @@ class IndexStore:
         if new:
             conn.execute(insert(label_names), [{"label": n} for n in new])
             conn.execute(text("INSERT INTO label_fts(label) VALUES (:label)"), [{"label": n} for n in new])
-
-    # -- reading ----------------------------------------------------------------------
-
-    def run_errors(self, run_id: int | None = None) -> list[tuple[str, str, str]]:
-        """(path, stage, reason) of every file that failed (in run ``run_id``, if given)."""
-        query = select(errors.c.path, errors.c.stage, errors.c.reason).order_by(errors.c.path)
-        if run_id is not None:
-            query = query.where(errors.c.run_id == run_id)
-        with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(query)]
-
-    def last_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The most recent runs, newest first, as plain dicts."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).mappings()
-            return [dict(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            return {
-                "photos": conn.execute(
-                    select(func.count()).select_from(photos).where(photos.c.deleted_at.is_(None))
-                ).scalar_one(),
-                "deleted": conn.execute(
-                    select(func.count()).select_from(photos).where(photos.c.deleted_at.is_not(None))
-                ).scalar_one(),
-                "labels": conn.execute(select(func.count()).select_from(labels)).scalar_one(),
-                "errors": conn.execute(select(func.count()).select_from(errors)).scalar_one(),
-                "objects": conn.execute(select(func.count()).select_from(objects)).scalar_one(),
-                "segments": conn.execute(select(func.count()).select_from(segments)).scalar_one(),
-            }
-
-    def task_coverage(self) -> dict[str, dict[str, int]]:
-        """task -> {model: photos it ran on}, from each photo's ``models`` record."""
-        query = text(
-            "SELECT t.key, substr(t.value, 1, instr(t.value, '@') - 1), count(*) "
-            "FROM photos, json_each(photos.models) AS t WHERE photos.deleted_at IS NULL GROUP BY 1, 2"
-        )
-        coverage: dict[str, dict[str, int]] = {}
-        with self.engine.connect() as conn:
-            for task, model, n in conn.execute(query):
-                coverage.setdefault(task, {})[model] = n
-        return coverage
-
-
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
     """Slices small enough for SQLite's limit on bound parameters."""

@@ -22,15 +22,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.tasks import wrapper_named
+from models.tasks import TASKS, wrapper_named
 from pipeline.inference import TASK_COLUMNS
-from pipeline.metadata import index_row
+from pipeline.metadata import metadata_rows
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
-from pipeline.people_store import face_hook
 from pipeline.places import add_places, place_words
 from pipeline.plan import WorkItem
-from pipeline.records import FileError
-from pipeline.store import IndexStore, LabelRow, ObjectRow, PartRewrite, SegmentRow
+from pipeline.records import FileError, IndexRow
+from pipeline.store import Batch, IndexStore, PartRewrite
 
 _PHOTO_COLUMNS = ("path", "size", "mtime_ns", "width", "height", "fingerprint")
 
@@ -87,7 +86,7 @@ class IndexWriter:
         if failures:
             rows = [{"path": e.path, "size": 0, "mtime_ns": 0, "stage": e.stage, "reason": e.reason}
                     for e in failures]
-            self.store.commit_batch(self.run_id, [], [], rows, None)
+            self.store.commit(self.run_id, Batch(errors=rows))
             self.failed += len(rows)
 
     def move(self, items: Sequence[WorkItem]) -> None:
@@ -138,13 +137,14 @@ class IndexWriter:
         error_rows = [{"path": r["path"], "size": r["size"], "mtime_ns": r["mtime_ns"],
                        "stage": r["error_stage"], "reason": r["error_reason"]} for r in failed]
         photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
-        self.store.commit_batch(self.run_id, photo_rows, list(_label_rows(records)), error_rows, name,
-                                rewrites=rewrites, superseded=sorted(replaced),
-                                object_rows=list(_object_rows(records)), segment_rows=list(_segment_rows(records)),
-                                meta_rows=_meta_rows(records),
-                                hooks=[face_hook(records, replaced,
-                                                 {r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
-                                                 | {m.file.path: m.previous_path for m in moves})])
+        moved_from = ({r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
+                      | {m.file.path: m.previous_path for m in moves})
+        self.store.commit(self.run_id, Batch(
+            photos=photo_rows, errors=error_rows, rows=_index_rows(records), parquet_name=name,
+            rewrites=rewrites, superseded=sorted(replaced),
+            hooks=[hook for task in TASKS.values()
+                   if (hook := task.wrapper().commit_hook(records, replaced, moved_from)) is not None],
+        ))
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
@@ -205,31 +205,14 @@ def _model_keys(record: dict[str, Any]) -> str:
                       sort_keys=True)
 
 
-def _label_rows(records: Iterable[dict[str, Any]]) -> Iterable[LabelRow]:
+def _index_rows(records: Iterable[dict[str, Any]]) -> list[IndexRow]:
+    """The SQLite rows of complete records: each task's, by the wrapper of the model that
+    made its result (a model may bring its own), then the photo's metadata."""
+    rows: list[IndexRow] = []
     for record in records:
-        models = dict(record["models"])
-        for task, model in models.items():
-            wrapper = wrapper_named(task, model)  # a model may bring its own labels_of
-            if record[wrapper.column] is None:
-                continue
-            for label, score in wrapper.labels_of(record[wrapper.column]):
-                yield record["path"], label, float(score), task, model
-
-
-def _object_rows(records: Iterable[dict[str, Any]]) -> Iterable[ObjectRow]:
-    for record in records:
-        model = dict(record["models"])["detect"] if record.get("objects") else ""
-        for o in record.get("objects") or ():
-            yield record["path"], o["label"], o["score"], o["x1"], o["y1"], o["x2"], o["y2"], o["area"], model
-
-
-def _segment_rows(records: Iterable[dict[str, Any]]) -> Iterable[SegmentRow]:
-    for record in records:
-        model = dict(record["models"])["segment"] if record.get("segmentation") else ""
-        for c in (record.get("segmentation") or {}).get("classes", ()):
-            yield record["path"], c["label"], c["fraction"], c["score"], model
-
-
-def _meta_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = (index_row(r["path"], r.get("metadata"), place_words(r.get("metadata"))) for r in records)
-    return [row for row in rows if row]
+        for task, model in record["models"]:
+            wrapper = wrapper_named(task, model)
+            if record[wrapper.column] is not None:
+                rows.extend(wrapper.index_rows(record["path"], record[wrapper.column], model))
+        rows.extend(metadata_rows(record["path"], record.get("metadata"), place_words(record.get("metadata"))))
+    return rows

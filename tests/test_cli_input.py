@@ -123,3 +123,16 @@ def test_a_corrupt_index_is_a_usage_error_left_untouched_and_rebuilt_once_moved(
     db.rename(index / "index.sqlite.broken")  # what the message says to do
     result = run_cli("index", str(library / "photos"), "--index", str(index), "--quiet")
     assert result.exit_code == 0 and "indexed    3  (" in result.output, result.output
+
+
+def test_every_index_setting_is_a_cli_option() -> None:
+    """`photos index` reaches every IndexSettings field (roots is the argument, models the
+    per-task options such as --classifier), each declared once (jobs/index_cmd.py)."""
+    from jobs.index_cmd import index
+    from models.tasks import TASKS
+    from pipeline.settings import setting_names
+
+    params = {p.name for p in index.params}
+    covered = params | {"roots", "models"}
+    assert set(setting_names()) <= covered, set(setting_names()) - covered
+    assert {task.model_option for task in TASKS.values()} <= params

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from jobs.cli import cli
+from models.base import TaskOptions
 from models.detect import scale_box
 from models.segment import Segmenter, decode_mask, encode_mask, mask_shape
-from models.tasks import TaskOptions
 from models.untrained import save_untrained
 from models.weights import load_state_dict
 from pipeline.decode import decode_photo

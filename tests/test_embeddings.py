@@ -20,9 +20,9 @@ from PIL import Image
 
 from benchmarks.duplicates_eval import make_copies
 from jobs.cli import cli
+from models.base import TaskOptions
 from models.classify import EMBEDDING_COLUMN, Classifier
 from models.registry import get_spec
-from models.tasks import TaskOptions
 from models.weights import load_state_dict
 from pipeline import vocabulary
 from pipeline.custom_labels import (

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.index_status import counts
 from pipeline.indexer import index_library
 from pipeline.plan import KnownPhoto, plan_run
 from pipeline.records import FileError, ScannedFile
@@ -102,7 +103,7 @@ def test_keep_deleted_marks_rows_and_search_skips_them(tmp_path, library, ray_lo
     assert (str(gone), True) in {(p, bool(d)) for p, *_, d in state["photos"]}
     assert str(gone) in {r["path"] for r in state["parquet"]}
     assert str(gone) not in {h.path for h in search(store, [label.labels[0]["label"]], min_score=0)}
-    assert store.counts()["deleted"] == 1
+    assert counts(store)["deleted"] == 1
 
 
 def test_plan_reruns_only_tasks_whose_model_or_weights_changed():

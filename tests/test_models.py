@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.base import TaskOptions
 from models.classify import Classifier
 from models.registry import all_specs, choose_models, get_spec, imagenet_categories
-from models.tasks import TaskOptions
 from models.weights import fetch_weights, load_state_dict, locate_weights
 from pipeline.decode import decode_photo
 from pipeline.errors import UnknownModelError, WeightsMissingError

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from models.base import TaskOptions
 from models.registry import get_spec
-from models.tasks import TaskOptions
 from pipeline.decode import decode_batch
 from pipeline.inference import ComputeOptions, InferenceStage, ModelPlan, autocast_dtype
 from pipeline.job import Placement, plan_placement

@@ -10,8 +10,9 @@ import pytest
 from models.registry import all_specs
 from pipeline import vocabulary
 from pipeline.errors import QueryError
+from pipeline.index_status import counts
 from pipeline.search import parse_query, search
-from pipeline.store import IndexStore
+from pipeline.store import Batch, IndexStore, label_row
 
 PHOTOS = {
     "lab.jpg": [("Labrador retriever", 0.7), ("golden retriever", 0.2)],
@@ -32,8 +33,9 @@ def store(tmp_path: Path) -> IndexStore:
     store = IndexStore.open(tmp_path / "index")
     run_id = store.begin_run(["/photos"], {"classify": "test"})
     photo_rows = [photo_row(f"/photos/{n}") for n in PHOTOS]
-    label_rows = [(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls]
-    store.commit_batch(run_id, photo_rows, label_rows, [], "part.parquet")
+    label_rows = [label_row(f"/photos/{n}", label, score, "classify", "test")
+                  for n, ls in PHOTOS.items() for label, score in ls]
+    store.commit(run_id, Batch(photos=photo_rows, rows=label_rows, parquet_name="part.parquet"))
     yield store
     store.close()
 
@@ -58,8 +60,9 @@ def test_scores_sum_a_terms_labels_and_multiply_across_terms(store):
 
 def test_vocabulary_words_do_not_match_other_labels_by_full_text(store, tmp_path):
     run_id = store.begin_run(["/photos"], {"classify": "test"})
-    store.commit_batch(run_id, [photo_row("/photos/wagon.jpg")],
-                       [("/photos/wagon.jpg", "beach wagon", 0.9, "classify", "test")], [], "p2.parquet")
+    store.commit(run_id, Batch(photos=[photo_row("/photos/wagon.jpg")],
+                               rows=[label_row("/photos/wagon.jpg", "beach wagon", 0.9, "classify", "test")],
+                               parquet_name="p2.parquet"))
     assert "wagon.jpg" not in names(search(store, ["beach"]))
     assert names(search(store, ["wagon"])) == ["wagon.jpg"]
 
@@ -87,7 +90,7 @@ def test_hostile_terms_give_results_or_a_usage_error(store, query):
         assert isinstance(search(store, query), list)
     except QueryError:
         assert not any(ch.isalnum() for ch in "".join(query))  # only word-less queries are refused
-    assert store.counts()["photos"] == len(PHOTOS)
+    assert counts(store)["photos"] == len(PHOTOS)
 
 
 @pytest.mark.parametrize("query", [[], [""], ["*"], ["  "], ["-dog"], ["x"] * 17])
@@ -115,12 +118,12 @@ def test_a_term_scores_by_its_strongest_source(store):
     """The detector's "dog" finds a photo the classifier called a sofa; agreeing sources don't add up."""
     run_id = store.begin_run(["/photos"], {"classify": "test", "detect": "det"})
     rows = [photo_row(f"/photos/{n}") for n in ("sofa.jpg", "both.jpg")]
-    store.commit_batch(run_id, rows, [
-        ("/photos/sofa.jpg", "studio couch", 0.9, "classify", "test"),
-        ("/photos/sofa.jpg", "dog", 0.8, "detect", "det"),
-        ("/photos/both.jpg", "beagle", 0.6, "classify", "test"),
-        ("/photos/both.jpg", "dog", 0.7, "detect", "det"),
-    ], [], "p3.parquet")
+    store.commit(run_id, Batch(photos=rows, parquet_name="p3.parquet", rows=[
+        label_row("/photos/sofa.jpg", "studio couch", 0.9, "classify", "test"),
+        label_row("/photos/sofa.jpg", "dog", 0.8, "detect", "det"),
+        label_row("/photos/both.jpg", "beagle", 0.6, "classify", "test"),
+        label_row("/photos/both.jpg", "dog", 0.7, "detect", "det"),
+    ]))
     scores = {Path(h.path).name: h.score for h in search(store, ["dog"])}
     assert scores["sofa.jpg"] == pytest.approx(0.8) and scores["both.jpg"] == pytest.approx(0.7)
     assert list(scores)[:2] == ["lab.jpg", "sofa.jpg"]

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from jobs.cli import cli
 from pipeline.errors import QueryError
 from pipeline.search import MAX_TERMS, search
-from pipeline.store import IndexStore
+from pipeline.store import Batch, IndexStore, label_row
 from tests.conftest import FUZZ_PROFILE
 from tests.test_search import PHOTOS, photo_row
 
@@ -50,11 +50,10 @@ def index(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("search-fuzz")
     store = IndexStore.open(folder)
     run_id = store.begin_run(["/photos"], {"classify": "test"})
-    store.commit_batch(
-        run_id,
-        [photo_row(f"/photos/{n}") for n in PHOTOS],
-        [(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls],
-        [], "part.parquet")
+    store.commit(run_id, Batch(
+        photos=[photo_row(f"/photos/{n}") for n in PHOTOS],
+        rows=[label_row(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls],
+        parquet_name="part.parquet"))
     store.close()
     FINGERPRINT["before"] = _fingerprint(folder)
     return folder

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from models import nanodet, selfie
-from models.base import ModelWrapper
+from models.base import ModelWrapper, TaskOptions
 from models.registry import get_spec
 from models.segment import decode_mask
-from models.tasks import TaskOptions, wrapper_for
+from models.tasks import wrapper_for
 from models.tfjs_tasks import NanoDetDetector, SelfieSegmenter
 from models.weights import ModelFiles, fetch_weights, load_state_dict, locate_weights
 from pipeline.errors import WeightsMissingError
