@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 from models.registry import choose_models, get_spec
-from pipeline.indexer import index_library
+from pipeline.indexer import index_library, model_key
 from pipeline.plan import plan_run
 from pipeline.scan import scan_library
 from pipeline.settings import IndexSettings
 from pipeline.store import Batch, IndexStore
-from pipeline.writer import ModelKey
 
 
 def make_library(root: Path, files: int, per_folder: int = 1000) -> None:
@@ -49,7 +48,7 @@ def main() -> None:
         _, made = timed(lambda: make_library(root, args.files))
         print(f"generated {args.files} files in {made:.1f} s")
         name = choose_models(["classify"], {}, gpu=False)["classify"]
-        key = str(ModelKey(name, get_spec(name).file_name))
+        key = str(model_key("classify", get_spec(name)))
         wanted = {"classify": key}
 
         for threads in (1, 8):

@@ -56,6 +56,9 @@ class ModelWrapper(ABC):
     arrow_type: ClassVar[pa.DataType]
     extra_columns: ClassVar[dict[str, pa.DataType]] = {}
     """Columns filled besides ``column`` from the same forward pass (see :meth:`infer_columns`)."""
+    output_version: ClassVar[int] = 1
+    """Raised when the task's records gain content, so a later run re-runs the task on
+    photos indexed before (``pipeline/writer.ModelKey``)."""
     autocast_safe: ClassVar[bool] = True
     """False for models whose outputs reduced precision moves too far: they run in fp32
     even where the run uses autocast."""

@@ -33,6 +33,7 @@ class Classifier(ModelWrapper):
     column = "labels"
     arrow_type = LABEL_TYPE
     extra_columns: ClassVar[dict[str, pa.DataType]] = {EMBEDDING_COLUMN: EMBEDDING_TYPE}
+    output_version = 2  # 2: the embedding joined the labels
     """Columns this task fills besides ``column``, from the same forward pass."""
 
     @staticmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from models.registry import ModelSpec, choose_models, get_spec
+from models.tasks import wrapper_for
 from models.weights import fetch_weights
 from pipeline.custom_labels import apply_custom_labels
 from pipeline.errors import WeightsMissingError
@@ -137,7 +138,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             gpus = session.gpus() if session else _local_gpu_count()
             chosen, skipped = select_models(settings, gpus > 0, specs)  # weights checked up front
             models = {task: spec.name for task, spec in chosen.items()}
-            keys = {task: ModelKey(spec.name, spec.file_name) for task, spec in chosen.items()}
+            keys = {task: model_key(task, spec) for task, spec in chosen.items()}
             plan = plan_run(
                 scan_library(roots), store.known_photos(), store.known_errors(),
                 {task: str(key) for task, key in keys.items()}, root_texts,
@@ -181,6 +182,12 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                 session.close()
             store.close()
     return summary
+
+
+def model_key(task: str, spec: ModelSpec) -> ModelKey:
+    """What a photo's record says ran ``task``: the model, its weights file and the
+    version of the wrapper's output."""
+    return ModelKey(spec.name, spec.file_name, wrapper_for(task, spec).output_version)
 
 
 def use_in_process(settings: IndexSettings, photos: int) -> bool:

@@ -327,6 +327,15 @@ class IndexStore:
                 ))
             }
 
+    def model_keys(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> the stored ``models`` JSON of those of ``paths`` that are indexed."""
+        keys: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(paths)):
+                query = select(photos.c.path, photos.c.models).where(photos.c.path.in_(chunk))
+                keys.update((path, models) for path, models in conn.execute(query))
+        return keys
+
     def known_errors(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every file that failed."""
         with self.engine.connect() as conn:

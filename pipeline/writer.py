@@ -36,13 +36,21 @@ _PHOTO_COLUMNS = ("path", "size", "mtime_ns", "width", "height", "fingerprint")
 
 @dataclass(frozen=True)
 class ModelKey:
-    """The model and weights file a task ran with: a change of either re-runs the task."""
+    """The model and weights file a task ran with, and the version of the task's output:
+    a change of any of them re-runs the task.
+
+    ``version`` is the wrapper's ``output_version``: raising it (the classifier's records
+    gained an embedding) re-runs the task once on photos indexed before, which also reads
+    their metadata again, so an upgraded index fills in what it lacked.
+    """
 
     model: str
     weights: str
+    version: int = 1
 
     def __str__(self) -> str:
-        return f"{self.model}@{self.weights}"
+        key = f"{self.model}@{self.weights}"
+        return key if self.version == 1 else f"{key}#v{self.version}"
 
 
 class IndexWriter:
@@ -122,7 +130,12 @@ class IndexWriter:
         # Ray delivered it twice and the first copy already moved it there.
         before = {r["path"]: previous.get(r["previous_path"]) or previous.get(r["path"])
                   for r in rows if r["previous_path"]}
+        old_keys = self.store.model_keys(replaced)
+        keys_before = {r["path"]: old_keys.get(r["previous_path"]) or old_keys.get(r["path"])
+                       for r in rows if r["previous_path"]}
+        keys_before |= {m.file.path: old_keys.get(m.previous_path) for m in moves if m.previous_path}
         records = [self._record(r, before.get(r["path"]), now_ms) for r in ok]
+        ran = {r["path"]: set(r["tasks"].split(",")) for r in ok}
         records += [self._carried(m.file.path, m.file.size, m.file.mtime_ns, previous[m.previous_path], now_ms)
                     for m in moves if m.previous_path in previous]
         # A re-run that fails (a new model on an odd photo, say) keeps the results the
@@ -136,7 +149,9 @@ class IndexWriter:
             write_part(self.parquet_folder, name, pa.Table.from_pylist(records, schema=PARQUET_SCHEMA))
         error_rows = [{"path": r["path"], "size": r["size"], "mtime_ns": r["mtime_ns"],
                        "stage": r["error_stage"], "reason": r["error_reason"]} for r in failed]
-        photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS}, "models": _model_keys(r)} for r in records]
+        photo_rows = [{**{c: r[c] for c in _PHOTO_COLUMNS},
+                       "models": self._model_keys(r, ran.get(r["path"], set()), keys_before.get(r["path"]))}
+                      for r in records]
         moved_from = ({r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
                       | {m.file.path: m.previous_path for m in moves})
         self.store.commit(self.run_id, Batch(
@@ -193,16 +208,18 @@ class IndexWriter:
         return {**previous, "path": path, "size": size, "mtime_ns": mtime_ns,
                 "run_id": self.run_id, "indexed_at": now_ms}
 
+    def _model_keys(self, record: dict[str, Any], ran: set[str], before: str | None) -> str:
+        """The record's {task: model key} as SQLite keeps it for planning: this run's key
+        for the tasks it ran, the stored key for results carried over."""
+        old = json.loads(before) if before else {}
+        weights = dict(record["weights"])
+        keys = {task: str(self.models[task]) if task in ran else old.get(task) or str(ModelKey(model, weights[task]))
+                for task, model in record["models"]}
+        return json.dumps(keys, sort_keys=True)
+
     def _next_part(self) -> str:
         self._seq += 1
         return part_name(self.run_id, self._seq)
-
-
-def _model_keys(record: dict[str, Any]) -> str:
-    """The record's {task: "model@weights"} as SQLite keeps it for planning."""
-    weights = dict(record["weights"])
-    return json.dumps({task: str(ModelKey(model, weights[task])) for task, model in record["models"]},
-                      sort_keys=True)
 
 
 def _index_rows(records: Iterable[dict[str, Any]]) -> list[IndexRow]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import sqlite3
 import struct
 from pathlib import Path
 
@@ -293,3 +295,32 @@ def test_show_captions_when_and_where():
             "city": "Lisbon", "region": "Lisbon", "country": "Portugal"}
     [line] = _caption_lines({"models": {}, "metadata": meta}, "")
     assert line == "taken 2019-07-14 18:03:22 +01:00 - Apple iPhone 12 Pro - Lisbon, Portugal (38.72230, -9.13930)"
+
+
+def test_an_index_from_before_metadata_and_embeddings_is_filled_in_by_the_next_run(tmp_path, photo, eval_photos):
+    """Photos indexed before the classifier's output gained embeddings (and before decode
+    read metadata) carry an older model key: the next run re-runs classify on them once,
+    which reads their EXIF too; the run after that finds nothing to do."""
+    from pipeline.indexer import index_library
+    from pipeline.settings import IndexSettings
+
+    root = tmp_path / "library"
+    root.mkdir()
+    with_exif(photo, root / "lisbon.jpg", camera_exif())
+    shutil.copy(eval_photos[3], root / "plain.jpg")
+    index = tmp_path / "index"
+    settings = IndexSettings(roots=(str(root),), index_dir=index, tasks=("classify",))
+    assert index_library(settings).indexed == 2
+    db = sqlite3.connect(index / "index.sqlite")
+    current = db.execute("SELECT DISTINCT models FROM photos").fetchall()
+    assert len(current) == 1 and "#v2" in current[0][0]
+    with db:  # what an index written before this change holds: v1 keys, no metadata rows
+        db.execute("UPDATE photos SET models = replace(models, '#v2', '')")
+        db.execute("DELETE FROM photo_places")
+        db.execute("DELETE FROM photo_meta")
+
+    again = index_library(settings)
+    assert (again.changed, again.indexed, again.unchanged) == (2, 2, 0)
+    assert db.execute("SELECT camera, country FROM photo_meta").fetchall() == [("Apple iPhone 12 Pro", "Portugal")]
+    assert [m for (m,) in db.execute("SELECT models FROM photos")] == [current[0][0]] * 2
+    assert index_library(settings).unchanged == 2
