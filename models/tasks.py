@@ -50,8 +50,9 @@ class Task:
 
     @property
     def model_help(self) -> str:
-        return (f"{self.noun} name (see `photos models list`). Default: {self.cpu_model} on CPU, "
-                f"{self.gpu_model} on GPU.")
+        default = (self.cpu_model if self.cpu_model == self.gpu_model
+                   else f"{self.cpu_model} on CPU, {self.gpu_model} on GPU")
+        return f"{self.noun} name (see `photos models list`). Default: {default}."
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
