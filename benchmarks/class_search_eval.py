@@ -13,6 +13,8 @@ each search returns against the annotations.
 - Precision = positives returned / (returned - neither); recall = positives returned /
   positives. A search that returns nothing scorable has precision 0 (it found nothing).
   The means are unweighted over classes.
+- AP: average precision of the returned ranking (neither left out; a positive never
+  returned adds 0), i.e. how good the order is, whatever the cut-off ``min_score`` makes.
 
 The query is the class name as one term (``"dining table"``, as ``photos search "dining
 table"`` sends it), through :func:`pipeline.search.search` with its defaults and no
@@ -51,6 +53,7 @@ class ClassResult:
     hits: int
     false_positives: list[str]
     misses: list[str]
+    average_precision: float
 
     @property
     def precision(self) -> float:
@@ -86,14 +89,16 @@ def evaluate(store: IndexStore, cover: dict[str, dict[str, float]], min_fraction
     results = []
     for name in sorted(n for n, c in counts.items() if c >= min_photos):
         hits = search(store, [name], limit=1_000_000, min_score=min_score)
-        returned = [h.path for h in hits if h.path in cover]
+        returned = [h.path for h in hits if h.path in cover]  # best first
         positive = {p for p, classes in cover.items() if classes.get(name, 0.0) >= min_fraction}
         neither = {p for p, classes in cover.items() if 0.0 < classes.get(name, 0.0) < min_fraction}
+        ranked = [p in positive for p in returned if p not in neither]
+        precisions = [sum(ranked[:k + 1]) / (k + 1) for k, hit in enumerate(ranked) if hit]
         results.append(ClassResult(
             name, len(positive), len(returned), sum(p in neither for p in returned),
             sum(p in positive for p in returned),
             sorted(Path(p).name for p in returned if p not in positive and p not in neither),
-            sorted(Path(p).name for p in positive - set(returned))))
+            sorted(Path(p).name for p in positive - set(returned)), sum(precisions) / len(positive)))
     return results
 
 
@@ -116,16 +121,17 @@ def main() -> None:
         results = evaluate(store, cover, args.min_fraction, args.min_photos, args.min_score)
     print(f"{len(cover)} photos, {len(results)} classes present (>= {args.min_fraction:.0%}) in "
           f">= {args.min_photos} photos, min_score {args.min_score}")
-    print("class            positives  returned  neither  hits  precision  recall")
+    print("class            positives  returned  neither  hits  precision  recall     AP")
     for r in results:
         print(f"{r.name:<16} {r.positives:9d}  {r.returned:8d}  {r.neither:7d}  {r.hits:4d}  "
-              f"{r.precision:9.3f}  {r.recall:6.3f}")
+              f"{r.precision:9.3f}  {r.recall:6.3f}  {r.average_precision:5.3f}")
         if args.verbose and (r.false_positives or r.misses):
             print(f"    false positives: {' '.join(r.false_positives) or '-'}; misses: {' '.join(r.misses) or '-'}")
     if results:
         mean_p = sum(r.precision for r in results) / len(results)
         mean_r = sum(r.recall for r in results) / len(results)
-        print(f"mean over {len(results)} classes: precision {mean_p:.3f}  recall {mean_r:.3f}")
+        mean_ap = sum(r.average_precision for r in results) / len(results)
+        print(f"mean over {len(results)} classes: precision {mean_p:.3f}  recall {mean_r:.3f}  AP {mean_ap:.3f}")
 
 
 if __name__ == "__main__":
