@@ -149,8 +149,8 @@ def _caption_lines(record: dict[str, Any], caption: str,
         line = (f"segment ({models.get('segment', '?')}): "
                 + (", ".join(f"{c['label']} {c['fraction']:.0%}" for c in classes[:4]) or "background only"))
         if shown is not None and shown[1]:
-            line += "; drawn inside detected boxes only: " + (", ".join(
-                f"{c['label']} {float(np.mean(shown[0] == c['index'])):.0%}" for c in classes[:4]) or "none")
+            line += " (drawn inside detected boxes only: " + (", ".join(
+                f"{c['label']} {float(np.mean(shown[0] == c['index'])):.0%}" for c in classes[:4]) or "none") + ")"
         lines.append(line)
     if describe(record.get("metadata")):
         lines.append(describe(record.get("metadata")))
