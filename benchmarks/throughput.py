@@ -3,12 +3,17 @@
     python -m benchmarks.throughput                               # classification
     python -m benchmarks.throughput --models classify,detect,segment
     python -m benchmarks.throughput --photos 32                   # photos per size
+    python -m benchmarks.throughput --models classify,detect,segment \
+        --weights-dir ../shared/weights/human-models-3.0.4           # NanoDet + Selfie, real weights
+    python -m benchmarks.throughput --models classify,detect,segment \
+        --detector fasterrcnn_mobilenet_v3_large_320_fpn --segmenter lraspp_mobilenet_v3_large
 
 Photos are made from the real evaluation photos, upscaled to 4000x3000 (12 MP) and
 1600x1200 (2 MP) and saved as JPEG (quality 90), so decoding costs what a camera's
 files cost. Models are the CPU defaults; one whose weights are not on this machine runs
 with random weights (``models/untrained.py``), which cost the same per image, and is
-marked so. Every figure comes from this one process, so ratios hold where absolute
+marked so; TF.js models (NanoDet, Selfie) have no random stand-in and need their files
+(``--weights-dir`` or ``PHOTOS_WEIGHTS_DIR``). Every figure comes from this one process, so ratios hold where absolute
 speeds drift. Prints:
 
 - decode alone, with and without JPEG draft (one core);
@@ -121,12 +126,26 @@ class PeakRss:
                 self.peaks[key] = max(self.peaks.get(key, 0), rss)
 
 
-def pick_specs(tasks: tuple[str, ...], folder: Path) -> dict[str, ModelSpec]:
-    """The CPU default per task; random weights (saved in ``folder``) where none are here."""
+def pick_specs(tasks: tuple[str, ...], folder: Path, weights_dir: Path | None = None,
+               names: dict[str, str | None] | None = None) -> dict[str, ModelSpec]:
+    """Per task the named model, else the CPU default, with its weights in ``folder``:
+    the real files (linked from ``weights_dir``, the environment's folder or the hub
+    cache) where they are here, else random weights saved there."""
     specs = {}
+    folder.mkdir(parents=True, exist_ok=True)
     for task in tasks:
-        spec = get_spec(default_model(task, gpu=False))
-        specs[task] = spec if locate_weights(spec, None) else save_untrained(spec.name, folder)
+        spec = get_spec((names or {}).get(task) or default_model(task, gpu=False))
+        found = locate_weights(spec, weights_dir)
+        if found is not None:
+            for name in (found.name, *spec.companion_files):
+                if not (folder / name).exists():
+                    (folder / name).symlink_to((found.parent / name).resolve())
+            specs[task] = spec
+        elif spec.build_from_files is not None:
+            raise SystemExit(f"{spec.name}: its TF.js files ({spec.file_name} and its .bin) are needed: "
+                             "give --weights-dir (random weights cannot stand in for a TF.js graph)")
+        else:
+            specs[task] = save_untrained(spec.name, folder)
     return specs
 
 
@@ -135,6 +154,10 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=16, help="photos per size (12 MP and 2 MP)")
     parser.add_argument("--batch-size", type=int, default=CPU_BATCH)
     parser.add_argument("--models", default="classify", help="tasks, comma-separated")
+    parser.add_argument("--weights-dir", type=Path, default=None,
+                        help="folder with real weight files (else PHOTOS_WEIGHTS_DIR, the hub cache)")
+    for task in ("classifier", "detector", "segmenter"):
+        parser.add_argument(f"--{task}", default=None, help=f"{task} model name (default: the CPU default)")
     parser.add_argument("--copies", type=int, default=4,
                         help="the pipeline indexes this many hard-linked copies of the set, so "
                              "start-up (actors, model load) weighs less")
@@ -143,7 +166,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights"
-        specs = pick_specs(tasks, weights)
+        specs = pick_specs(tasks, weights, args.weights_dir,
+                           {"classify": args.classifier, "detect": args.detector, "segment": args.segmenter})
         size = working_size([ModelPlan(t, s) for t, s in specs.items()], None)
         photos = make_photos(Path(tmp) / "library", args.photos)
         every = [p for paths in photos.values() for p in paths]
@@ -176,7 +200,8 @@ def main() -> None:
         models_rate = rate(n, lambda: [w.predict(images[i:i + bs], sizes[i:i + bs])
                                        for w in wrappers for i in range(0, n, bs)])
         print(f"  all models back to back, batch {bs:<3}             {models_rate:8.1f}")
-        _variants(wrappers[0], images, bs)
+        if wrappers[0].spec.build_from_files is None:  # its own preprocess and a plain forward
+            _variants(wrappers[0], images, bs)
 
         print("\nplain baseline: full decode, one call per model, one SQLite commit per row")
         base_rate = _baseline(wrappers, every[: max(8, n // 4)], size, Path(tmp) / "baseline.sqlite")

@@ -70,6 +70,9 @@ class Segmenter(ModelWrapper):
     task = "segment"
     column = "segmentation"
     arrow_type = SEGMENT_TYPE
+    mask_needs_boxes = False
+    """True for a segmenter that marks any foreground as its class (Selfie): ``photos show``
+    then draws and cuts out its classes only inside the detector's boxes of that class."""
 
     @staticmethod
     def labels_of(record: dict) -> Iterable[tuple[str, float]]:

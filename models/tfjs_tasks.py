@@ -47,6 +47,19 @@ class NanoDetDetector(Detector):
     def loaded(self) -> None:
         """Nothing to set: NanoDet's threshold applies in :func:`nanodet.detections`."""
 
+    @staticmethod
+    def labels_of(record: list[dict]) -> Iterable[tuple[str, float]]:
+        """Per class, its best box's score, for classes whose boxes together cover at least
+        ``nanodet.SEARCH_MIN_AREA`` of the photo (see there: a tiny object is no
+        whole-photo search target, and tiny boxes are the detector's least reliable)."""
+        best: dict[str, float] = {}
+        covered: dict[str, float] = {}
+        for item in record:
+            label = item["label"]
+            best[label] = max(best.get(label, 0.0), item["score"])
+            covered[label] = covered.get(label, 0.0) + item["area"]
+        return [(label, score) for label, score in best.items() if covered[label] >= nanodet.SEARCH_MIN_AREA]
+
     def score_threshold(self) -> float:
         """The run's ``--score-threshold``, or NanoDet's measured default where the run
         keeps the default meant for torchvision's detectors."""
@@ -70,6 +83,8 @@ class SelfieSegmenter(Segmenter):
     them "person", at mean confidence up to 0.97 (food, animals, vehicles). So its mask is
     for cutting out people a detector found, and it gives search no labels.
     """
+
+    mask_needs_boxes = True
 
     @staticmethod
     def labels_of(record: dict) -> Iterable[tuple[str, float]]:

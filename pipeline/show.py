@@ -5,6 +5,12 @@ model again, so the picture shows exactly what search sees. Boxes are stored in 
 photo's own pixels after EXIF rotation, so they are drawn on the EXIF-rotated photo
 scaled to the picture's size; the mask is scaled up with nearest-neighbour, so class
 edges stay as the model drew them.
+
+A segmenter that marks any foreground as its class (Selfie's "person" also covers the
+umbrella a person holds, or the pizza in a photo without people) is drawn and cut out
+only inside the detector's boxes of that class (:func:`shown_mask`). On coco64 that took
+the person mask's IoU with COCO's person masks from 0.37 to 0.65 (indexed with the CPU
+defaults; ``photos eval`` scores the stored mask as it is).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from models.segment import BACKGROUND, decode_mask
+from models.tasks import wrapper_named
 from pipeline import vocabulary
 from pipeline.errors import QueryError
 from pipeline.formats import register_formats
@@ -39,6 +46,33 @@ def open_upright(path: str) -> Image.Image:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 
+def shown_mask(record: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    """The record's class mask as drawn, and whether it was limited to detected boxes.
+
+    For a segmenter whose wrapper sets ``mask_needs_boxes`` (Selfie), pixels of a class
+    outside every detected box of that class become background. Where no detector ran
+    (``objects`` is None) nothing can confirm or deny the mask, so it is drawn as stored.
+    """
+    segmentation = record["segmentation"]
+    mask = decode_mask(segmentation)
+    model = (record.get("models") or {}).get("segment")
+    objects = record.get("objects")
+    if model is None or objects is None or not getattr(wrapper_named("segment", model), "mask_needs_boxes", False):
+        return mask, False
+    background = next((c["index"] for c in segmentation["classes"] if c["label"] == BACKGROUND), 0)
+    sx, sy = mask.shape[1] / record["width"], mask.shape[0] / record["height"]
+    limited = mask.copy()
+    for c in segmentation["classes"]:
+        if c["label"] == BACKGROUND:
+            continue
+        inside = np.zeros(mask.shape, bool)
+        for o in objects:
+            if o["label"] == c["label"]:
+                inside[int(o["y1"] * sy):int(np.ceil(o["y2"] * sy)), int(o["x1"] * sx):int(np.ceil(o["x2"] * sx))] = True
+        limited[(mask == c["index"]) & ~inside] = background
+    return limited, True
+
+
 def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_side: int = 1024,
            faces: Sequence[tuple[Sequence[float], str | None]] = ()) -> Image.Image:
     """``photo`` (upright) with the record's mask overlay, boxes, labels and a caption bar;
@@ -47,8 +81,9 @@ def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_si
     size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
     canvas = photo.resize(size, Image.Resampling.LANCZOS).convert("RGBA")
     segmentation = record.get("segmentation")
-    if segmentation:
-        mask = np.asarray(Image.fromarray(decode_mask(segmentation)).resize(size, Image.Resampling.NEAREST))
+    shown = shown_mask(record) if segmentation else None
+    if segmentation and shown is not None:
+        mask = np.asarray(Image.fromarray(shown[0]).resize(size, Image.Resampling.NEAREST))
         overlay = np.zeros((*mask.shape, 4), np.uint8)
         for c in segmentation["classes"]:
             if c["label"] != BACKGROUND:
@@ -71,7 +106,7 @@ def render(record: dict[str, Any], photo: Image.Image, caption: str = "", max_si
             left, top, right, bottom = draw.textbbox((scaled[0] + 2, scaled[3] + 2), name)
             draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(255, 255, 255))
             draw.text((scaled[0] + 2, scaled[3] + 2), name, fill=(0, 0, 0))
-    return _with_caption(canvas.convert("RGB"), _caption_lines(record, caption))
+    return _with_caption(canvas.convert("RGB"), _caption_lines(record, caption, shown))
 
 
 def cutout(record: dict[str, Any], photo: Image.Image, word: str) -> Image.Image:
@@ -88,13 +123,19 @@ def cutout(record: dict[str, Any], photo: Image.Image, word: str) -> Image.Image
     if not indices:
         present = ", ".join(c["label"] for c in segmentation["classes"] if c["label"] != BACKGROUND) or "none"
         raise QueryError(f"no {word!r} in this photo's mask; classes present: {present}")
-    mask = Image.fromarray(np.isin(decode_mask(segmentation), indices).astype(np.uint8) * 255, "L")
+    shown, limited = shown_mask(record)
+    if limited and not np.isin(shown, indices).any():
+        raise QueryError(f"no detected {word!r} box in this photo: its segmenter "
+                         f"({record['models']['segment']}) marks any foreground, so its mask is only "
+                         "cut out inside the detector's boxes")
+    mask = Image.fromarray(np.isin(shown, indices).astype(np.uint8) * 255, "L")
     rgba = photo.convert("RGBA")
     rgba.putalpha(mask.resize(photo.size, Image.Resampling.NEAREST))
     return rgba
 
 
-def _caption_lines(record: dict[str, Any], caption: str) -> list[str]:
+def _caption_lines(record: dict[str, Any], caption: str,
+                   shown: tuple[np.ndarray, bool] | None = None) -> list[str]:
     models = record.get("models") or {}
     lines = []
     if record.get("labels"):
@@ -105,8 +146,12 @@ def _caption_lines(record: dict[str, Any], caption: str) -> list[str]:
     if record.get("segmentation"):
         classes = sorted((c for c in record["segmentation"]["classes"] if c["label"] != BACKGROUND),
                          key=lambda c: -c["fraction"])
-        lines.append(f"segment ({models.get('segment', '?')}): "
-                     + (", ".join(f"{c['label']} {c['fraction']:.0%}" for c in classes[:4]) or "background only"))
+        line = (f"segment ({models.get('segment', '?')}): "
+                + (", ".join(f"{c['label']} {c['fraction']:.0%}" for c in classes[:4]) or "background only"))
+        if shown is not None and shown[1]:
+            line += " (drawn inside detected boxes only: " + (", ".join(
+                f"{c['label']} {float(np.mean(shown[0] == c['index'])):.0%}" for c in classes[:4]) or "none") + ")"
+        lines.append(line)
     if describe(record.get("metadata")):
         lines.append(describe(record.get("metadata")))
     return lines + ([caption] if caption else [])

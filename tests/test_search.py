@@ -135,3 +135,17 @@ def test_everyday_words_for_people_reach_the_detectors_person_class(word):
     from pipeline.vocabulary import expand
 
     assert "person" in expand(word)
+
+
+@pytest.mark.parametrize(("word", "wanted", "unwanted"), [
+    ("oven", {"stove", "oven"}, {"Dutch oven", "microwave"}),  # COCO's oven is the kitchen range
+    ("teddy bear", {"teddy", "teddy bear"}, {"brown bear"}),  # full text needs both words in one label
+    ("cup", {"cup", "coffee mug", "espresso"}, {"wine glass"}),
+    ("bowl", {"bowl", "mixing bowl", "soup bowl"}, set()),
+    ("bottle", {"bottle", "wine bottle", "beer bottle", "pop bottle", "water bottle"}, {"whiskey jug"}),
+    ("fridge", {"refrigerator"}, set()),
+])
+def test_coco_class_names_reach_the_classifiers_labels_for_the_same_things(word, wanted, unwanted):
+    """A search for a COCO class finds it through the classifier too, whatever the index holds."""
+    labels = vocabulary.expand(word)
+    assert wanted <= labels and not unwanted & labels

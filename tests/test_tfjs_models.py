@@ -110,3 +110,46 @@ def test_selfie_masks_the_person() -> None:
     labels = {c["label"]: c for c in record["classes"]}
     assert labels["person"]["fraction"] == pytest.approx(person.mean(), abs=1e-6)
     assert 0.5 < labels["person"]["score"] <= 1
+
+
+def test_nanodet_search_labels_leave_out_classes_whose_boxes_cover_under_one_percent() -> None:
+    pixels, _, _ = coco_photo("000000000315.jpg")  # a beach: a woman, an umbrella, and no bottle
+    (record,) = wrapper("nanodet").predict([pixels])
+    covered: dict[str, float] = {}
+    for o in record:
+        covered[o["label"]] = covered.get(o["label"], 0.0) + o["area"]
+    labels = dict(NanoDetDetector.labels_of(record))
+    small = {label for label, area in covered.items() if area < nanodet.SEARCH_MIN_AREA}
+    assert small == {"bottle"} and set(labels) == {"person", "umbrella"}  # a 0.6% "bottle" makes no label
+    assert all(score == max(o["score"] for o in record if o["label"] == label) for label, score in labels.items())
+
+
+def test_show_draws_selfie_people_only_inside_detected_person_boxes() -> None:
+    from pipeline.errors import QueryError
+    from pipeline.show import cutout, render, shown_mask
+
+    detector, segmenter = wrapper("nanodet"), wrapper("selfie", TaskOptions(mask_size=256))
+    records = {}
+    for name in ("000000000036.jpg", "000000000620.jpg"):  # a woman under an umbrella; pizzas, no people
+        pixels, anns, image = coco_photo(name)
+        (objects,), (segmentation,) = detector.predict([pixels]), segmenter.predict([pixels])
+        records[name] = ({"width": image["width"], "height": image["height"], "objects": objects,
+                          "segmentation": segmentation, "models": {"detect": "nanodet", "segment": "selfie"}},
+                         anns, pixels)
+    record, anns, pixels = records["000000000620.jpg"]
+    assert decode_mask(record["segmentation"]).mean() > 0.02  # Selfie marks the pizzas "person"
+    mask, limited = shown_mask(record)
+    assert limited and not (mask == 1).any()
+    with pytest.raises(QueryError, match="no detected 'person' box"):
+        cutout(record, Image.fromarray(pixels), "person")
+    assert render(record, Image.fromarray(pixels)).size[0] == pixels.shape[1]
+
+    record, anns, pixels = records["000000000036.jpg"]
+    stored, (mask, limited) = decode_mask(record["segmentation"]), shown_mask(record)
+    truth = truth_mask(anns, {a["category_id"]: a["label"] for a in anns}, selfie.CATEGORIES,
+                       (record["width"], record["height"]), (mask.shape[1], mask.shape[0])) == 1
+    iou = {name: ((m == 1) & truth).sum() / ((m == 1) | truth).sum() for name, m in (("stored", stored),
+                                                                                     ("shown", mask))}
+    assert iou["shown"] > max(0.85, iou["stored"] + 0.05)  # the umbrella outside her box is gone (0.78 -> 0.87)
+    alpha = np.asarray(cutout(record, Image.fromarray(pixels), "people"))[..., 3]
+    assert alpha.shape == pixels.shape[:2] and 0.2 < (alpha > 0).mean() < (stored == 1).mean()
