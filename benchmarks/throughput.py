@@ -46,6 +46,7 @@ import torch
 from PIL import Image
 
 from models.base import TaskOptions
+from models.faces import find_embedder
 from models.registry import ModelSpec, default_model, get_spec
 from models.tasks import wrapper_for
 from models.untrained import save_untrained
@@ -137,9 +138,14 @@ def pick_specs(tasks: tuple[str, ...], folder: Path, weights_dir: Path | None = 
         spec = get_spec((names or {}).get(task) or default_model(task, gpu=False))
         found = locate_weights(spec, weights_dir)
         if found is not None:
-            for name in (found.name, *spec.companion_files):
-                if not (folder / name).exists():
-                    (folder / name).symlink_to((found.parent / name).resolve())
+            files = [found.parent / name for name in (found.name, *spec.companion_files)]
+            if spec.load_file is not None:  # several files (faces: MTCNN's three and FaceRes beside them)
+                files = [f for f in found.parent.iterdir() if f.is_file()]
+                embedder = find_embedder(found.parent)
+                files += [embedder, embedder.with_suffix(".bin")] if embedder else []
+            for file in files:
+                if not (folder / file.name).exists():
+                    (folder / file.name).symlink_to(file.resolve())
             specs[task] = spec
         elif spec.build_from_files is not None:
             raise SystemExit(f"{spec.name}: its TF.js files ({spec.file_name} and its .bin) are needed: "
