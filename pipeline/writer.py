@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import wrapper_named
+from pipeline.concept_scores import score_new_photos
 from pipeline.inference import TASK_COLUMNS
 from pipeline.metadata import index_row
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
@@ -144,7 +145,8 @@ class IndexWriter:
                                 meta_rows=_meta_rows(records),
                                 hooks=[face_hook(records, replaced,
                                                  {r["path"]: r["previous_path"] for r in rows if r["previous_path"]}
-                                                 | {m.file.path: m.previous_path for m in moves})])
+                                                 | {m.file.path: m.previous_path for m in moves}),
+                                       score_new_photos])
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)
         self.indexed += len(ok)
