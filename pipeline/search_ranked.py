@@ -57,11 +57,14 @@ class Row:
 
 
 def label_score(found: Collection[str], photo_id: Any) -> Any:
-    """One photo's term score, summed from its label rows: the best source's capped sum (or NULL)."""
-    per_source = (select(func.min(1.0, func.sum(labels.c.score)).label("s"))
-                  .where(labels.c.photo_id == photo_id, labels.c.label.in_(sorted(found)))
-                  .group_by(labels.c.source).subquery())
-    return select(func.max(per_source.c.s)).scalar_subquery()
+    """One photo's term score, summed from its label rows: the best source's capped sum (or NULL).
+
+    The best group first and only it (not max() over a derived table, which could not see
+    the outer photo)."""
+    summed = func.min(1.0, func.sum(labels.c.score))
+    return (select(summed).where(labels.c.photo_id == photo_id, labels.c.label.in_(sorted(found)))
+            .group_by(labels.c.source).order_by(summed.desc()).limit(1)
+            .correlate_except(labels).scalar_subquery())
 
 
 def summed_scores(found: Collection[str], min_score: float, within: Any = None) -> Select[Any]:

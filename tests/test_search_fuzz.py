@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jobs.cli import cli
+from pipeline.concept_scores import score_new_photos
 from pipeline.errors import QueryError
 from pipeline.search import MAX_TERMS, search
 from pipeline.store import IndexStore
@@ -54,7 +55,7 @@ def index(tmp_path_factory) -> Path:
         run_id,
         [photo_row(f"/photos/{n}") for n in PHOTOS],
         [(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls],
-        [], "part.parquet")
+        [], "part.parquet", hooks=[score_new_photos])  # as the writer commits: stored concept scores too
     store.close()
     FINGERPRINT["before"] = _fingerprint(folder)
     return folder
