@@ -27,7 +27,8 @@ Tables, created on first use in their own metadata (an index without them still 
   lookup, the photos that have no "beach" row;
 - ``concept_state``: ``covered_through``, the highest photo id scored. A photo above it
   was committed without the writer's hook (by an older photos, or a caller of
-  ``commit_batch`` alone), and search then sums label rows until the next run.
+  ``commit_batch`` alone), and search then sums label rows until the next run;
+  ``label_names``, how many label names there were when the concepts were made.
 
 Rows of the ``people`` and ``custom`` sources are left out: they change outside the
 writer (naming a person, training a label). A person or custom label named like one of a
@@ -63,7 +64,7 @@ from sqlalchemy import (
 )
 
 from pipeline import vocabulary
-from pipeline.store import IndexStore, photos
+from pipeline.store import IndexStore, label_names, photos
 
 OUTSIDE_WRITER = ("people", "custom")
 """Label sources written outside the writer (people_store.PEOPLE_SOURCE, custom_labels.SOURCE)."""
@@ -104,6 +105,7 @@ concept_state = Table(
     "concept_state", _metadata,
     Column("id", Integer, primary_key=True),  # a single row, id 1
     Column("covered_through", Integer, nullable=False),
+    Column("label_names", Integer, nullable=False),  # label names the concepts were last made from
 )
 log = logging.getLogger(__name__)
 
@@ -168,42 +170,51 @@ def ensure_concept_scores(store: IndexStore) -> int:
 def sync(conn: Connection) -> int:
     """:func:`ensure_concept_scores` inside a transaction the caller holds."""
     _metadata.create_all(conn)
-    wanted = concept_sets(conn)
-    have = dict(conn.execute(select(concepts.c.labels, concepts.c.id)).tuples().all())
-    for key, id_ in have.items():
-        if key not in wanted:  # its mask bit stays on the photos' other rows: harmless, a lookup more
-            for table in (concept_scores, concept_labels, concepts):
-                conn.execute(delete(table).where((table.c.id if table is concepts else table.c.concept_id) == id_))
-    new_ids = []
-    for key in wanted.keys() - have.keys():
-        id_ = conn.execute(insert(concepts).values(labels=key).returning(concepts.c.id)).scalar_one()
-        conn.execute(insert(concept_labels), [{"label": label, "concept_id": id_} for label in sorted(wanted[key])])
-        new_ids.append(id_)
+    new_ids = _sync_concepts(conn)
     covered = conn.execute(select(concept_state.c.covered_through)).scalar()
-    top = conn.execute(select(func.max(photos.c.id))).scalar() or 0
     first = covered or 0
+    top = conn.execute(select(func.max(photos.c.id))).scalar() or 0
     scored = _count_photos(conn, first)
     if scored:  # photos never scored: all of them in an index from before these tables
         log.warning("photos: scoring %d photos for fast search (once; about a minute per million)", scored)
         _score(conn, "labels.photo_id > :first", {"first": first})
-    if new_ids and first:  # concepts new to photos scored before: their rows, then every mask
-        log.warning("photos: scoring %d new search concepts for the photos indexed before", len(new_ids))
+    if new_ids and first:  # concepts new to photos scored before: their rows, then those photos' masks
         _score(conn, "labels.photo_id <= :first", {"first": first}, new_ids)
         _refresh_masks(conn, new_ids)
-    if scored or new_ids:
-        conn.execute(update(concepts).values(photos=select(func.count()).where(
-            concept_scores.c.concept_id == concepts.c.id).scalar_subquery()))
-    _set_covered(conn, max(first, top))
+    _recount(conn, None if scored else new_ids)
+    _set_state(conn, covered_through=max(first, top))
     return scored
 
 
+def _sync_concepts(conn: Connection) -> list[int]:
+    """Make ``concepts`` the current :func:`concept_sets`: drop the others; return the new ids."""
+    wanted = concept_sets(conn)
+    have = dict(conn.execute(select(concepts.c.labels, concepts.c.id)).tuples().all())
+    for key, id_ in have.items():
+        if key not in wanted:  # its mask bits stay on the photos' rows: harmless, a lookup more
+            conn.execute(delete(concept_scores).where(concept_scores.c.concept_id == id_))
+            conn.execute(delete(concept_labels).where(concept_labels.c.concept_id == id_))
+            conn.execute(delete(concepts).where(concepts.c.id == id_))
+    new_ids = []
+    for key in sorted(wanted.keys() - have.keys()):
+        id_ = conn.execute(insert(concepts).values(labels=key).returning(concepts.c.id)).scalar_one()
+        conn.execute(insert(concept_labels), [{"label": label, "concept_id": id_} for label in sorted(wanted[key])])
+        new_ids.append(id_)
+    _set_state(conn, label_names=_label_name_count(conn))
+    return new_ids
+
+
 def score_new_photos(conn: Connection, ids: Mapping[str, int]) -> None:
-    """The writer's hook (``commit_batch(hooks=...)``): score the photos just committed."""
+    """The writer's hook (``commit_batch(hooks=...)``): score the photos just committed.
+
+    When the batch brought label names the index had not seen, a word of the names may
+    now find more labels: the concepts are brought up to date too (mostly in a library's
+    first run, while its first photos show the models' classes)."""
     if not ids:
         return
     fresh = sorted(ids.values())
-    covered = conn.execute(select(concept_state.c.covered_through)).scalar() if has_tables(conn) else None
-    if covered is None or _count_photos(conn, covered, below=fresh[0]):
+    state = conn.execute(select(concept_state)).first() if has_tables(conn) else None
+    if state is None or _count_photos(conn, state.covered_through, below=fresh[0]):
         sync(conn)  # a new index, or photos committed without this hook: score all that are missing
         return
     for i in range(0, len(fresh), 500):
@@ -214,7 +225,9 @@ def score_new_photos(conn: Connection, ids: Mapping[str, int]) -> None:
         if added:
             conn.execute(update(concepts).where(concepts.c.id == bindparam("cid"))
                          .values(photos=concepts.c.photos + bindparam("n")), [{"cid": c, "n": n} for c, n in added])
-    _set_covered(conn, max(covered, fresh[-1]))
+    _set_state(conn, covered_through=max(state.covered_through, fresh[-1]))
+    if _label_name_count(conn) != state.label_names:
+        sync(conn)
 
 
 def _score(conn: Connection, photo_filter: str, params: dict[str, object],
@@ -247,9 +260,24 @@ def _count_photos(conn: Connection, above: int, below: int | None = None) -> int
     return int(conn.execute(query).scalar_one())
 
 
-def _set_covered(conn: Connection, through: int) -> None:
-    conn.execute(delete(concept_state))
-    conn.execute(insert(concept_state).values(id=1, covered_through=through))
+def _label_name_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(label_names)).scalar_one())
+
+
+def _recount(conn: Connection, concept_ids: Sequence[int] | None) -> None:
+    """Set ``concepts.photos`` of these concepts (None: all) from their rows."""
+    if concept_ids is not None and not concept_ids:
+        return
+    query = update(concepts).values(photos=select(func.count()).where(
+        concept_scores.c.concept_id == concepts.c.id).scalar_subquery())
+    if concept_ids is not None:
+        query = query.where(concepts.c.id.in_(list(concept_ids)))
+    conn.execute(query)
+
+
+def _set_state(conn: Connection, **values: int) -> None:
+    if conn.execute(update(concept_state).where(concept_state.c.id == 1).values(**values)).rowcount == 0:
+        conn.execute(insert(concept_state).values(**{"id": 1, "covered_through": 0, "label_names": 0, **values}))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,10 @@ scores. Filters on detected boxes: ``objects`` (each class must have a box) and
 
 Only word characters reach SQL, and always as bound parameters or quoted FTS strings,
 so quotes, ``*``, ``NOT`` or ``;`` in a query are just characters that match nothing.
+
+Speed: a term whose labels are a concept the writer stored scores for (a vocabulary word,
+a word that finds several labels; :mod:`pipeline.concept_scores`) is read best first from
+them (:mod:`pipeline.search_ranked`), with the same results; other terms sum label rows.
 """
 
 from __future__ import annotations

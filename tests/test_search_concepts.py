@@ -160,6 +160,15 @@ def test_new_photos_are_scored_in_their_commit_and_replaced_ones_leave_no_rows(s
     assert orphans.fetchone()[0] == 0
 
 
+def test_a_label_name_new_to_the_index_updates_the_words_that_find_it(small):
+    """A library's first batches show few classes: "retriever" must grow as new breeds appear."""
+    assert uses_stored_scores(small, "retriever")  # golden and Labrador, from the first commit
+    commit(small, {"curly.jpg": [("curly-coated retriever", 0.97, "classify")]})
+    assert uses_stored_scores(small, "retriever")
+    assert [Path(h.path).name for h in same(small, ["retriever"])] == ["curly.jpg", "lab.jpg", "dog_on_beach.jpg"]
+    assert [Path(h.path).name for h in same(small, ["retriever", "-beach"])] == ["curly.jpg", "lab.jpg"]
+
+
 def test_photos_committed_without_the_hook_make_search_sum_rows_until_the_next_run(small):
     commit(small, {"pup.jpg": [("beagle", 0.95, "classify")]}, hooked=False)  # as an older photos would
     assert not uses_stored_scores(small, "dog")
@@ -229,4 +238,11 @@ def test_the_writer_scores_every_batch_it_commits(tmp_path):
     assert uses_stored_scores(store, "beach")
     assert [Path(h.path).name for h in same(store, ["beach"])] == [
         "no-exif-beach.jpg", "lisbon-beach-2019.jpg", "porto-beach-2019.jpg"]
+    writer.delete(["/p/no-exif-beach.jpg"], keep=False)  # a vanished photo
+    writer.delete(["/p/porto-beach-2019.jpg"], keep=True)  # --keep-deleted: marked, still stored
+    assert uses_stored_scores(store, "beach")
+    assert [Path(h.path).name for h in same(store, ["beach"])] == ["lisbon-beach-2019.jpg"]
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT count(*) FROM concept_scores WHERE photo_id NOT IN (SELECT id FROM photos)"
+                      ).fetchone()[0] == 0
     store.close()
