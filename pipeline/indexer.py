@@ -18,6 +18,7 @@ from typing import Protocol
 from models.registry import ModelSpec, choose_models, get_spec
 from models.tasks import wrapper_for
 from models.weights import fetch_weights
+from pipeline.concept_scores import ensure_concept_scores
 from pipeline.custom_labels import apply_custom_labels
 from pipeline.errors import WeightsMissingError
 from pipeline.fingerprint import fingerprint
@@ -132,6 +133,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
         session = None
         try:
             remove_orphan_parts(parquet_dir(settings.index_dir), store.parquet_file_names())
+            ensure_concept_scores(store)  # an index from before the table: scored once, here
             # Ray starts only when there is work, so an unchanged library costs a scan; a
             # cluster is joined at once, since its GPUs decide which models run.
             session = _ray_session(settings) if settings.address else None

@@ -23,6 +23,10 @@ scores. Filters on detected boxes: ``objects`` (each class must have a box) and
 
 Only word characters reach SQL, and always as bound parameters or quoted FTS strings,
 so quotes, ``*``, ``NOT`` or ``;`` in a query are just characters that match nothing.
+
+Speed: a term whose labels are a concept the writer stored scores for (a vocabulary word,
+a word that finds several labels; :mod:`pipeline.concept_scores`) is read best first from
+them (:mod:`pipeline.search_ranked`), with the same results; other terms sum label rows.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, literal, select, text
 
 from pipeline import vocabulary
+from pipeline.concept_scores import StoredConcepts
 from pipeline.errors import QueryError
+from pipeline.search_ranked import RankedTerm, ranked_search, summed_scores
 from pipeline.store import IndexStore, labels, objects, photos
 
 MAX_TERMS = 16
@@ -100,22 +106,6 @@ def matching_labels(store: IndexStore, term: Term) -> set[str]:
         ).scalars())
 
 
-def _term_score(found: set[str], min_score: float, within: Any = None):
-    """photo_id, s: the best source's capped sum of scores over ``found``, if >= min_score.
-
-    ``within``: a select of the only photo ids that can match (the filters), so only their
-    labels are summed."""
-    per_source = (
-        select(labels.c.photo_id, func.min(1.0, func.sum(labels.c.score)).label("s"))
-        .where(labels.c.label.in_(sorted(found)),
-               *([labels.c.photo_id.in_(within)] if within is not None else []))
-        .group_by(labels.c.photo_id, labels.c.source)
-        .subquery()
-    )
-    return (select(per_source.c.photo_id, func.max(per_source.c.s).label("s"))
-            .group_by(per_source.c.photo_id).having(func.max(per_source.c.s) >= min_score))
-
-
 def _box_filter(found: set[str], min_count: int, min_area: float):
     """photo_id, s: photos with at least ``min_count`` boxes of ``found`` covering ``min_area``."""
     return (select(objects.c.photo_id, func.max(objects.c.score).label("s"))
@@ -133,7 +123,7 @@ def _person_filter(name: str):
 def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_score: float = DEFAULT_MIN_SCORE,
            objects_of: Sequence[str] = (), min_count: int = 0, min_area: float = 0.0,
            restrict: Sequence[ColumnElement[bool]] = (), order: Sequence[Any] = (),
-           restrict_terms: bool = False, persons: Sequence[str] = ()) -> list[SearchHit]:
+           restrict_terms: bool = False, persons: Sequence[str] = (), stored: bool = True) -> list[SearchHit]:
     """Photos matching every term of ``raw_terms``, best first, at most ``limit``.
 
     A photo whose score for some term is below ``min_score`` does not match that term.
@@ -145,6 +135,9 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     sort keys that come before the score; ``restrict_terms``: apply ``restrict`` inside each
     term's label sums too (faster for a term that matches many photos, slower for a rare one).
     ``persons``: names (exact, any case) of people who must all be in the photo.
+    ``stored``: read vocabulary words' scores from the per-concept table where the index
+    has it (:mod:`pipeline.search_ranked`); False sums label rows, the reference the fast
+    way is tested against.
     """
     terms = parse_query(raw_terms) if raw_terms or not (objects_of or restrict or persons) else []
     include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
@@ -153,24 +146,20 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     if any(not found for _, found in include) or any(not found for found in boxed):
         return []
     within = select(photos.c.id).where(*restrict) if restrict and restrict_terms else None
-    term_scores = [_term_score(found, min_score, within).subquery(f"t{i}") for i, (_, found) in enumerate(include)]
     box_needs = [(found, max(1, min_count)) for found in boxed]
     if min_count > 0:
         box_needs += [(found, min_count) for _, found in include]
-    term_scores += [_box_filter(found, n, min_area).subquery(f"b{i}") for i, (found, n) in enumerate(box_needs)]
-    term_scores += [_person_filter(name).subquery(f"p{i}") for i, name in enumerate(persons)]
-    score = literal(1.0)
-    query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height).where(photos.c.deleted_at.is_(None))
-    for sub in term_scores:
-        query = query.join(sub, sub.c.photo_id == photos.c.id)
-        score = score * sub.c.s
-    if exclude:
-        excluded = _term_score(exclude, min_score).subquery("excluded")
-        query = query.where(photos.c.id.not_in(select(excluded.c.photo_id)))
-    query = query.where(*restrict)
-    query = query.add_columns(score.label("score")).order_by(*order, score.desc(), photos.c.path).limit(limit)
+    extra = [_box_filter(found, n, min_area).subquery(f"b{i}") for i, (found, n) in enumerate(box_needs)]
+    extra += [_person_filter(name).subquery(f"p{i}") for i, name in enumerate(persons)]
     with store.engine.connect() as conn:
-        rows = conn.execute(query).all()
+        concepts = StoredConcepts.load(conn, min_score) if stored and include else None
+        ranked = [_ranked(concepts, t, found) for t, found in include]
+        if any(t.concept is not None for t in ranked):
+            rows: Sequence[Any] = ranked_search(conn, ranked, frozenset(exclude), limit, min_score, extra, restrict,
+                                                order, within)
+        else:
+            rows = conn.execute(_summed_query(include, exclude, extra, min_score, restrict, order, limit,
+                                              within)).all()
         wanted = sorted(set().union(*(found for _, found in include), *boxed, set(persons)))
         matched: dict[int, list[dict[str, object]]] = {row.id: [] for row in rows}
         if rows:
@@ -181,3 +170,27 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
             ):
                 matched[m.photo_id].append({"label": m.label, "score": round(m.score, 4), "source": m.source})
     return [SearchHit(r.path, float(r.score), r.width, r.height, matched[r.id]) for r in rows]
+
+
+def _ranked(concepts: StoredConcepts | None, term: Term, found: set[str]) -> RankedTerm:
+    """The term, with the stored concept that scores it if the index has one."""
+    phrase = " ".join(term.words)
+    stored = concepts.concept_for(phrase, vocabulary.expand(phrase) or frozenset(found)) if concepts else None
+    return RankedTerm(frozenset(found), *(stored or (None, 0)))
+
+
+def _summed_query(include: Sequence[tuple[Term, set[str]]], exclude: set[str], extra: Sequence[Any],
+                  min_score: float, restrict: Sequence[ColumnElement[bool]], order: Sequence[Any], limit: int,
+                  within: Any) -> Any:
+    """Every term's score summed from its label rows for every photo, then the best ``limit``."""
+    term_scores = [summed_scores(found, min_score, within).subquery(f"t{i}") for i, (_, found) in enumerate(include)]
+    score = literal(1.0)
+    query = select(photos.c.id, photos.c.path, photos.c.width, photos.c.height).where(photos.c.deleted_at.is_(None))
+    for sub in [*term_scores, *extra]:
+        query = query.join(sub, sub.c.photo_id == photos.c.id)
+        score = score * sub.c.s
+    if exclude:
+        excluded = summed_scores(exclude, min_score).subquery("excluded")
+        query = query.where(photos.c.id.not_in(select(excluded.c.photo_id)))
+    query = query.where(*restrict)
+    return query.add_columns(score.label("score")).order_by(*order, score.desc(), photos.c.path).limit(limit)

@@ -47,6 +47,11 @@ def expand(term: str) -> frozenset[str]:
     return frozenset(labels)
 
 
+def words() -> tuple[str, ...]:
+    """Every search word the vocabulary knows, lower case."""
+    return tuple(_word_index())
+
+
 def all_labels() -> frozenset[str]:
     """Every label the vocabulary mentions (for checks against the model registry)."""
     return frozenset(label for c in _concepts().values() for label in c.get("labels", ()))

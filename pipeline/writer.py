@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.tasks import TASKS, wrapper_named
+from pipeline.concept_scores import score_new_photos
 from pipeline.inference import TASK_COLUMNS
 from pipeline.metadata import metadata_rows
 from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_paths, write_part
@@ -158,7 +159,8 @@ class IndexWriter:
             photos=photo_rows, errors=error_rows, rows=_index_rows(records), parquet_name=name,
             rewrites=rewrites, superseded=sorted(replaced),
             hooks=[hook for task in TASKS.values()
-                   if (hook := task.wrapper().commit_hook(records, replaced, moved_from)) is not None],
+                   if (hook := task.wrapper().commit_hook(records, replaced, moved_from)) is not None]
+            + [score_new_photos],  # last: it reads the labels and people rows written before it
         ))
         for rewrite in rewrites:
             (self.parquet_folder / rewrite.old).unlink(missing_ok=True)

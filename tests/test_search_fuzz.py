@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jobs.cli import cli
+from pipeline.concept_scores import score_new_photos
 from pipeline.errors import QueryError
 from pipeline.search import MAX_TERMS, search
 from pipeline.store import Batch, IndexStore, label_row
@@ -53,7 +54,7 @@ def index(tmp_path_factory) -> Path:
     store.commit(run_id, Batch(
         photos=[photo_row(f"/photos/{n}") for n in PHOTOS],
         rows=[label_row(f"/photos/{n}", label, score, "classify", "test") for n, ls in PHOTOS.items() for label, score in ls],
-        parquet_name="part.parquet"))
+        parquet_name="part.parquet", hooks=[score_new_photos]))  # as the writer commits: concept scores too
     store.close()
     FINGERPRINT["before"] = _fingerprint(folder)
     return folder
