@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
-from pipeline.people_store import person_named
 from pipeline.search import DEFAULT_MIN_SCORE
 from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, search_photos
 from pipeline.store import IndexStore
@@ -77,8 +76,11 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
     """
     filters = build_filters(date_from, date_to, year, month, camera, near, km, place)
     with IndexStore.open(resolve_index_dir(index_dir), create=False) as store:
-        for name in persons:
-            person_named(store, name)  # an unknown name is an error, not an empty result
+        if persons:
+            from pipeline.people_store import person_named  # numpy: only searches by person pay it
+
+            for name in persons:
+                person_named(store, name)  # an unknown name is an error, not an empty result
         found = search_photos(store, terms, filters, sort=sort, limit=limit, min_score=min_score,
                               objects_of=objects_of, min_count=min_count, min_area=min_area,
                               persons=persons)
