@@ -90,7 +90,8 @@ def select_models(settings: IndexSettings, gpu: bool,
     task -> message for the tasks skipped for want of weights.
 
     ``specs`` gives a task's model spec directly instead of by name (a fine-tuned model, or
-    one with other weights); other tasks use ``settings.models`` or the device default. Raises :class:`WeightsMissingError` when weights are missing and
+    one with other weights); other tasks use ``settings.models`` or the device default.
+    Raises :class:`WeightsMissingError` when weights are missing and
     ``settings.strict_models`` is set, or when no selected task has its weights.
     """
     specs = dict(specs or {})
