@@ -171,8 +171,10 @@ def scale_ops(n: int, queries: int = 200) -> None:
     disk), a full duplicates pass, and a custom label's train + apply-to-all, with memory."""
     import tempfile
 
-    from pipeline.custom_labels import Head, cross_validate, fit_folds
+    from pipeline.class_features import FEATURES, ClassBasis, class_trees, classifier_layer
+    from pipeline.custom_labels import CHUNK, SAMPLED_NEGATIVES
     from pipeline.duplicates import _IVF_CELLS, NEAR_THRESHOLD
+    from pipeline.label_heads import Head, fit_unlabelled
 
     def rss_gb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -208,16 +210,18 @@ def scale_ops(n: int, queries: int = 200) -> None:
     rng = np.random.default_rng(4)
     base = real_embeddings()
     positives = base[rng.choice(len(base), 10, replace=False)]
-    negatives = x[rng.choice(n, 300, replace=False)]
-    train_x = np.concatenate([positives, negatives])
-    y = np.array([1] * 10 + [0] * 300)
+    negatives = x[rng.choice(n, SAMPLED_NEGATIVES, replace=False)]
+    weight, bias = classifier_layer("efficientnet_lite0")
+    # 13.6: the probability scale fitted on the 1,000 eval photos' stored scores (class_features.fit_scale)
+    basis = ClassBasis("efficientnet_lite0", weight, bias, 13.6, class_trees(weight))
+    y = np.array([1] * 10 + [0] * SAMPLED_NEGATIVES)
     t = time.perf_counter()
-    cross_validate(train_x, y)
-    head = Head("bench", "", fit_folds(train_x, y))
+    fold, _, _ = fit_unlabelled(basis.features(np.concatenate([positives, negatives])), y)
+    head = Head("bench", "", [{**fold, "features": FEATURES}], basis)
     trained = time.perf_counter() - t
     t = time.perf_counter()
-    scores = np.concatenate([head.scores(x[i:i + 100_000]) for i in range(0, n, 100_000)])
-    print(f"  train (cross-validation + fit, 10 vs 300): {trained:.1f} s; apply to all {n:,}: "
+    scores = np.concatenate([head.scores(x[i:i + CHUNK]) for i in range(0, n, CHUNK)])
+    print(f"  train (features, cross-validation + fit, 10 vs {SAMPLED_NEGATIVES}): {trained:.1f} s; apply to all {n:,}: "
           f"{time.perf_counter() - t:.1f} s ({int(np.sum(scores >= 0.05)):,} scores >= 0.05 to store)")
     print(f"  peak RSS {rss_gb():.1f} GB")
 

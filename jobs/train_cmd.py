@@ -20,9 +20,10 @@ def train(name: str, photos: tuple[str, ...], index_dir: Path | None) -> None:
     """Teach the index a label of your own from example photos, then `photos search NAME`.
 
     --examples: indexed photos or folders of them (at least 3 photos); --negatives: indexed
-    photos or folders that are NOT this label (default: a sample of the rest of the index).
-    Each takes several values. Fits a calibrated logistic regression on the stored embeddings (no model re-runs),
-    prints its cross-validated precision and recall, and scores every indexed photo.
+    photos or folders that are NOT this label (default: a sample of the rest of the index,
+    unlabelled). Each takes several values. Fits a calibrated logistic regression on the stored
+    embeddings and the classifier's class probabilities (no model re-runs), prints its
+    cross-validated recall and precision, and scores every indexed photo (0.5: more likely than not).
     Training a name again replaces it; nightly `photos index` scores new photos.
 
     \b
@@ -34,8 +35,21 @@ def train(name: str, photos: tuple[str, ...], index_dir: Path | None) -> None:
     index = resolve_index_dir(index_dir)
     with IndexStore.open(index, create=False) as store:
         report = train_label(index, store, name, examples, negatives)
-    click.echo(f"{report.name!r}: {report.positives} examples vs {report.negatives} negatives; "
-               f"cross-validated precision {report.precision:.2f}, recall {report.recall:.2f}")
+    if report.unlabelled:
+        click.echo(f"{report.name!r}: {report.positives} examples vs {report.negatives} other indexed photos; "
+                   f"cross-validated recall {report.recall:.2f}, precision {report.precision:.2f} "
+                   "(estimated from the scores: nobody labelled the other photos; often optimistic)")
+    else:
+        click.echo(f"{report.name!r}: {report.positives} examples vs {report.negatives} negatives; "
+                   f"cross-validated precision {report.precision:.2f}, recall {report.recall:.2f}")
+    if report.unlabelled and report.matches > report.scored / 2:
+        # Scores are g / c: when held-out examples score no higher than other photos, c is
+        # tiny and the label matches nearly everything (seen with 10 random photos as examples).
+        click.echo("warning: the label matches most photos, so its examples were not told apart from the "
+                   "rest; give examples that share what you mean, more of them, or --negatives")
+    if report.features == "embedding":
+        click.echo("note: the classifier's weights were not found, so the label learnt from the embedding "
+                   "alone, which ranks worse; see `photos models list`")  # only with --negatives
     click.echo(f"scored {report.scored:,} photos, {report.matches:,} at >= 0.5, in {report.seconds:.1f} s; "
                f"try `photos search {json.dumps(report.name) if ' ' in report.name else report.name}`")
 

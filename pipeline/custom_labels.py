@@ -1,16 +1,28 @@
 """Custom labels: a small head trained on the frozen embeddings of a few example photos.
 
-`photos train NAME --examples ...` fits a scikit-learn LogisticRegression on the stored
-embeddings of the examples (positives) against negatives (given, or sampled from the rest
-of the index), calibrated with Platt scaling (``CalibratedClassifierCV``, sigmoid), so a
-score is a probability that search can rank and threshold like the classifier's. No CNN
-runs: every score comes from the Parquet ``embedding`` column (through ``pipeline/vectors.py``).
+`photos train NAME --examples ...` fits a scikit-learn LogisticRegression on features of
+the stored embeddings (``pipeline/class_features.py``: the embedding plus the classifier's
+own class probabilities summed over groups of alike classes). No CNN runs: every score
+comes from the Parquet ``embedding`` column (through ``pipeline/vectors.py``).
+
+Without ``--negatives`` (the usual case) the head learns the examples against a random
+sample of the rest of the index, which holds more photos of the concept, unlabelled:
+positive-unlabelled learning. The regression then estimates g(x) = P(example | x); with
+c = P(example | concept), the mean g of examples held out in cross-validation, a photo's
+score is g(x) / c, the probability that it shows the concept (Elkan & Noto, 2008), so 0.5
+means "more likely than not" in this library. The earlier way (negatives kept away from
+the examples, class-balanced weights, Platt scaling) scored the probability under equal
+priors: with 118 dogs among 1,000 photos, 67% of the photos it put at >= 0.5 were not dogs.
+With ``--negatives`` the photos are labelled both ways, and the head is Platt-calibrated
+(``CalibratedClassifierCV``, sigmoid, balanced) as before.
 
 Scores of at least :data:`STORED_MIN_SCORE` go into the ``labels`` table with source
 ``custom``, and NAME into the full-text table, so `photos search NAME` finds them ranked
 by score, and combines with every other term. Heads are stored as plain numbers (JSON in
-the ``custom_heads`` table), never pickled: (coefficients, intercept, sigmoid a, b), one
-set per calibration fold if :data:`ENSEMBLE`, averaged as scikit-learn does. After each nightly run
+the ``custom_heads`` table), never pickled: (coefficients, intercept, sigmoid a, b, divisor
+c, features), one set per calibration fold if ``label_heads.ENSEMBLE``, averaged as scikit-learn
+does; the class basis they need is kept per model in ``custom_bases`` (numpy ``.npz``
+bytes, read without pickle). After each nightly run
 :func:`apply_custom_labels` scores the photos that run committed (new, changed, moved).
 """
 
@@ -30,6 +42,7 @@ from sqlalchemy import (
     Column,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -40,7 +53,9 @@ from sqlalchemy import (
 )
 
 from pipeline import vocabulary
+from pipeline.class_features import FEATURES, ClassBasis, build_basis, classifier_layer
 from pipeline.errors import PhotosError
+from pipeline.label_heads import CustomLabelError, Head, cross_validate, fit_folds, fit_unlabelled
 from pipeline.pathnames import path_text
 from pipeline.store import IndexStore, label_names, labels, photos
 from pipeline.vectors import VectorSet, open_vectors
@@ -49,12 +64,12 @@ SOURCE = "custom"
 MIN_EXAMPLES = 3
 STORED_MIN_SCORE = 0.05
 """Scores below this are not stored: search ignores them by default (``DEFAULT_MIN_SCORE``)."""
-ENSEMBLE = False
-"""False: one regression fitted on every example, its sigmoid fitted on cross-validated
-decision values, so photos rank as the regression ranks them (an average of one regression
-per fold sees fewer of the few examples in each)."""
-SAMPLED_NEGATIVES = 300
-"""Negatives drawn from the rest of the index when none are given (at most)."""
+SAMPLED_NEGATIVES = 2000
+"""Unlabelled photos drawn from the rest of the index when no negatives are given (at most)."""
+SCALE_PHOTOS = 2000
+"""Photos whose stored top-1 score fits the class basis's probability scale (at most)."""
+CHUNK = 10_000
+"""Photos scored at a time (their features take 17 KB each)."""
 _NAME = re.compile(r"^[a-z0-9]+(?:[ _-][a-z0-9]+)*$")
 
 _metadata = MetaData()
@@ -70,28 +85,12 @@ custom_heads = Table(
     Column("recall", Float, nullable=False),
     Column("created_at", Float, nullable=False),
 )
-
-
-class CustomLabelError(PhotosError):
-    """A custom label that cannot be trained or found as asked."""
-
-
-@dataclass(frozen=True)
-class Head:
-    """A trained custom label: calibrated logistic regression folds over one model's embeddings."""
-
-    name: str
-    model: str
-    folds: list[dict[str, Any]]
-
-    def scores(self, vectors: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, the mean over folds (scikit-learn's ``ensemble=True``)."""
-        x = np.asarray(vectors, dtype=np.float32)
-        total = np.zeros(len(x))
-        for fold in self.folds:
-            f = x @ np.asarray(fold["coef"], dtype=np.float32) + fold["intercept"]
-            total += 1.0 / (1.0 + np.exp(fold["a"] * f + fold["b"]))
-        return total / len(self.folds)
+custom_bases = Table(
+    "custom_bases", _metadata,
+    Column("model", Text, primary_key=True),
+    Column("basis", LargeBinary, nullable=False),  # ClassBasis.to_bytes()
+    Column("created_at", Float, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,8 @@ class TrainReport:
     scored: int  # photos given a score
     matches: int  # photos scoring >= 0.5
     seconds: float
+    features: str = FEATURES  # "embedding" when the classifier's last layer was not available
+    unlabelled: bool = True  # negatives sampled from the index: precision is estimated, not counted
 
 
 def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequence[str],
@@ -118,16 +119,33 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
     if negatives:
         negative_rows = sorted(set(_rows(vectors, _expand(negatives), "negative")) - set(positive_rows))
     else:
-        others = unlike_examples(np.asarray(vectors.vectors, dtype=np.float16), positive_rows)
+        others = np.setdiff1d(np.arange(len(vectors.paths)), positive_rows)
         rng = np.random.default_rng(seed)
         negative_rows = sorted(rng.choice(others, min(len(others), SAMPLED_NEGATIVES), replace=False).tolist())
     if len(negative_rows) < MIN_EXAMPLES:
         raise CustomLabelError(f"{name!r} needs at least {MIN_EXAMPLES} negative photos; the index has "
                                f"{len(negative_rows)} besides the examples (give --negatives, or index more photos)")
+    basis = class_basis(store, vectors)
+    if basis is None and not negatives:
+        # Measured: on the embedding alone the scores of unlabelled photos are useless
+        # (precision at 0.5 0.01-0.39 on the eval concepts; benchmarks/embedding_eval.py --embedding-only).
+        raise CustomLabelError(f"training {name!r} needs the last layer of the classifier {vectors.model or '?'} "
+                               "once (its weights are not on this machine; see `photos models list`), "
+                               "or photos that are not this label: give --negatives")
     x = np.asarray(vectors.vectors[positive_rows + negative_rows], dtype=np.float32)
+    if basis is not None:
+        x = basis.features(x)
     y = np.array([1] * len(positive_rows) + [0] * len(negative_rows))
-    precision, recall = cross_validate(x, y, seed)
-    head = Head(name, vectors.model or "", fit_folds(x, y, seed))
+    if negatives:
+        precision, recall = cross_validate(x, y, seed)
+        folds = fit_folds(x, y, seed)
+    else:
+        fold, precision, recall = fit_unlabelled(x, y, seed)
+        folds = [fold]
+    features = FEATURES if basis is not None else "embedding"
+    for fold in folds:
+        fold["features"] = features
+    head = Head(name, vectors.model or "", folds, basis)
     with store.engine.begin() as conn:
         _metadata.create_all(conn)
         conn.execute(delete(custom_heads).where(custom_heads.c.name == name))
@@ -137,66 +155,50 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
             precision=precision, recall=recall, created_at=time.time()))
     scored, matches = _apply(store, head, vectors, None)
     return TrainReport(name, len(positive_rows), len(negative_rows), precision, recall, scored, matches,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, features, not negatives)
 
 
-def unlike_examples(vectors: np.ndarray, positive_rows: list[int]) -> np.ndarray:
-    """Rows to sample negatives from: not an example, and less like the examples' centre than
-    the least typical example is like the centre of the others. The rest of a library holds
-    more photos of the concept (other dogs, when the examples are dogs); calling them
-    negatives would teach the head that dogs are not dogs. (Leave-one-out, since each
-    example pulls the full centre towards itself.)"""
-    examples = np.asarray(vectors[positive_rows], dtype=np.float32)
-    others = examples.sum(axis=0) - examples
-    others /= np.linalg.norm(others, axis=1, keepdims=True)
-    floor = float(np.min(np.sum(examples * others, axis=1)))
-    centre = examples.mean(axis=0)
-    centre /= np.linalg.norm(centre)
-    similarity = np.concatenate([np.asarray(vectors[i:i + 100_000], dtype=np.float32) @ centre
-                                 for i in range(0, len(vectors), 100_000)])
-    candidates = np.flatnonzero(similarity < floor)
-    return np.setdiff1d(candidates, positive_rows)
+def class_basis(store: IndexStore, vectors: VectorSet) -> ClassBasis | None:
+    """The class basis of the index's classifier: saved with the custom labels, else built
+    from its local weights and the index's stored top-1 scores, and saved. None when the
+    weights or the scores are not there (only a head with --negatives can then be trained,
+    on the embedding alone)."""
+    from models.registry import get_spec
+
+    model = vectors.model
+    if not model:
+        return None
+    saved = saved_basis(store, model)
+    if saved is not None:
+        return saved
+    try:
+        weight, bias = classifier_layer(model)
+    except (PhotosError, ValueError):
+        return None
+    names = get_spec(model).categories
+    index = {n: i for i, n in enumerate(names) if names.count(n) == 1}  # ImageNet has two "crane"s
+    with store.engine.connect() as conn:
+        top = conn.execute(text(
+            "SELECT p.path, l.label, MAX(l.score) FROM labels l JOIN photos p ON p.id = l.photo_id "
+            "WHERE l.source = 'classify' AND l.model = :m GROUP BY l.photo_id LIMIT :n"),
+            {"m": model, "n": SCALE_PHOTOS}).all()
+    found = [(row, index[label], score) for path, label, score in top
+             if label in index and (row := vectors.row_of(path)) is not None]
+    if not found:
+        return None
+    rows, classes, scores = zip(*found)
+    basis = build_basis(model, weight, bias, np.asarray(vectors.vectors[list(rows)]), classes, scores)
+    with store.engine.begin() as conn:
+        conn.execute(delete(custom_bases).where(custom_bases.c.model == model))
+        conn.execute(insert(custom_bases).values(model=model, basis=basis.to_bytes(), created_at=time.time()))
+    return basis
 
 
-def fit_folds(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[dict[str, Any]]:
-    """Calibrated logistic regression as plain numbers, one dict per calibration fold."""
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
-
-    # Balanced weights in the fit and the calibration: a score is the probability under
-    # equal priors ("looks like the examples"), not shrunk by how few examples there are.
-    weights = np.where(y == 1, 0.5 / max(1, int(y.sum())), 0.5 / max(1, int((1 - y).sum()))) * len(y)
-    model = CalibratedClassifierCV(
-        LogisticRegression(C=1.0, max_iter=1000, random_state=seed),
-        method="sigmoid", cv=min(3, int(y.sum()), int((1 - y).sum())), ensemble=ENSEMBLE,
-    ).fit(x, y, sample_weight=weights)
-    folds = []
-    for fitted in model.calibrated_classifiers_:
-        calibrator = fitted.calibrators[0]
-        a, b = float(calibrator.a_), float(calibrator.b_)
-        if a >= 0:
-            # With a handful of examples the held-out decision values can be so poor that
-            # Platt's fit turns the scale round (measured: 'dog', 10 examples, a = +0.25),
-            # which would rank the likeliest photos last; keep the regression's own probability.
-            a, b = -1.0, 0.0
-        folds.append({"coef": fitted.estimator.coef_[0].astype(float).tolist(),
-                      "intercept": float(fitted.estimator.intercept_[0]), "a": a, "b": b})
-    return folds
-
-
-def cross_validate(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """Precision and recall at score 0.5 of held-out predictions (stratified k-fold, k <= 5)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    k = max(2, min(5, int(y.sum()), int((1 - y).sum())))
-    predicted = np.zeros(len(y), dtype=bool)
-    for train, held_out in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
-        if y[train].sum() < 2:  # calibration needs two positives to split
-            continue
-        head = Head("", "", fit_folds(x[train], y[train], seed))
-        predicted[held_out] = head.scores(x[held_out]) >= 0.5
-    tp = int(np.sum(predicted & (y == 1)))
-    return tp / max(1, int(predicted.sum())), tp / max(1, int(y.sum()))
+def saved_basis(store: IndexStore, model: str) -> ClassBasis | None:
+    with store.engine.begin() as conn:
+        _metadata.create_all(conn)
+        data = conn.execute(select(custom_bases.c.basis).where(custom_bases.c.model == model)).scalar()
+    return None if data is None else ClassBasis.from_bytes(model, data)
 
 
 def check_name(store: IndexStore, raw: str) -> str:
@@ -259,9 +261,10 @@ def apply_custom_labels(index_dir: Path, store: IndexStore, run_id: int) -> int:
     if not fresh:
         return 0
     vectors = open_vectors(index_dir, store)
+    basis = saved_basis(store, vectors.model) if vectors.model else None
     scored = 0
     for r in rows:
-        head = Head(r["name"], r["model"], json.loads(r["folds"]))
+        head = Head(r["name"], r["model"], json.loads(r["folds"]), basis if basis and basis.model == r["model"] else None)
         scored = max(scored, _apply(store, head, vectors, fresh)[0])
     return scored
 
@@ -273,8 +276,8 @@ def _apply(store: IndexStore, head: Head, vectors: VectorSet, only: set[str] | N
                                f"now holds {vectors.model}'s: train it again")
     rows = np.arange(len(vectors.paths)) if only is None else np.array(
         sorted(i for i, p in enumerate(vectors.paths) if p in only), dtype=np.int64)
-    scores = np.concatenate([head.scores(vectors.vectors[rows[i:i + 100_000]])
-                             for i in range(0, len(rows), 100_000)]) if len(rows) else np.zeros(0)
+    scores = np.concatenate([head.scores(vectors.vectors[rows[i:i + CHUNK]])
+                             for i in range(0, len(rows), CHUNK)]) if len(rows) else np.zeros(0)
     keep = scores >= STORED_MIN_SCORE
     wanted = {vectors.paths[i]: float(s) for i, s in zip(rows[keep], scores[keep])}
     with store.engine.begin() as conn:

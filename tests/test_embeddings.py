@@ -165,9 +165,9 @@ def test_custom_label_trains_searches_lists_and_is_removed(library):
         others = {str(p) for p in distinct if not is_dog(p)} | {str(p) for p in copies[2]}
         score = {h.path: h.score for h in hits}
         wins = [score.get(d, 0.0) > score.get(o, 0.0) for d in held_out_dogs for o in others]
-        # The ranking's AUC: 0.5 is chance; measured 0.73 here (5 examples, 12 negatives,
-        # 32 photos). It was 0.56 when the other dogs were sampled as negatives.
-        assert np.mean(wins) >= 0.65
+        # The ranking's AUC: 0.5 is chance; measured 0.94 here (5 examples, the 27 other
+        # photos unlabelled, class-group features); 0.73 with the head on the embedding alone.
+        assert np.mean(wins) >= 0.8
         assert hits[0].labels[0]["source"] == "custom"
         first = sqlite3.connect(index / "index.sqlite").execute(
             "SELECT count(*) FROM labels WHERE source = 'custom'").fetchone()[0]

@@ -1,0 +1,144 @@
+"""The head of a custom label: logistic regression on frozen features, fitted and scored.
+
+Two ways to fit it (``pipeline/custom_labels.py`` picks): :func:`fit_unlabelled` when the
+other photos are an unlabelled sample of the library (the default), :func:`fit_folds`
+(Platt scaling) when the user named negatives. A head is plain numbers, one dict per fold:
+coef, intercept, sigmoid a and b, divisor c (1 unless fitted on unlabelled photos), and the
+features it was fitted on (``"embedding"`` for heads trained before class groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.class_features import FEATURES, ClassBasis
+from pipeline.errors import PhotosError
+
+ENSEMBLE = False
+"""False: one regression fitted on every example, its sigmoid fitted on cross-validated
+decision values, so photos rank as the regression ranks them (an average of one regression
+per fold sees fewer of the few examples in each)."""
+C = 1.0
+"""Inverse regularisation of the regression without --negatives: 0.3-3 ranked alike on the
+eval concepts; 3 and above trade recall for precision at 0.5 (README)."""
+
+_TIE = 1e-6
+
+
+class CustomLabelError(PhotosError):
+    """A custom label that cannot be trained or found as asked."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """A trained custom label: calibrated logistic regression folds over one model's embeddings
+    (with its class basis when the folds were fitted on :data:`FEATURES`)."""
+
+    name: str
+    model: str
+    folds: list[dict[str, Any]]
+    basis: ClassBasis | None = None
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, the mean over folds (scikit-learn's ``ensemble=True``)."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if self.folds and self.folds[0].get("features", "embedding") == FEATURES:
+            if self.basis is None:
+                raise CustomLabelError(f"custom label {self.name!r} needs the class basis of {self.model}, "
+                                       "which this index lacks: train it again")
+            x = self.basis.features(x)
+        total = np.zeros(len(x))
+        for fold in self.folds:
+            f = x @ np.asarray(fold["coef"], dtype=np.float64) + fold["intercept"]
+            p = 1.0 / (1.0 + np.exp(fold["a"] * f + fold["b"]))
+            if "c" in fold:  # fitted on unlabelled photos: g / c, capped at 1 but kept in order
+                # above it (min(1, g / c) would tie every likely photo at 1.0 for search's ranking)
+                r = p / fold["c"]
+                p = np.where(r < 1, r * (1 - _TIE), 1 - _TIE / np.maximum(r, 1))
+            total += p
+        return total / len(self.folds)
+
+
+def fit_unlabelled(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[dict[str, Any], float, float]:
+    """Examples (y = 1) against unlabelled photos (y = 0, some of them the concept): the head
+    as one fold dict scoring min(1, g(x) / c), and its cross-validated (precision, recall) at 0.5.
+
+    g is an unweighted logistic regression, c the mean g of the examples each held out of
+    its fit (stratified k-fold, k <= 5). Recall is the share of held-out examples at >= 0.5;
+    precision cannot be counted, since nobody said which unlabelled photos are the concept,
+    so it is the one the scores imply: the mean score of the held-out unlabelled photos at
+    >= 0.5 (0 when none are). ``benchmarks/embedding_eval.py`` compares both with the truth.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    positives = int(y.sum())
+    held = np.zeros(len(y))
+    seen = []  # examples each fold's regression was fitted on
+    for train, held_out in StratifiedKFold(max(2, min(5, positives)), shuffle=True,
+                                           random_state=seed).split(x, y):
+        held[held_out] = _logistic(x[train], y[train], seed).predict_proba(x[held_out])[:, 1]
+        seen.append(int(y[train].sum()))
+    # c = P(example | concept) grows with the number of examples: a fold fitted on 8 of 10
+    # sees 4/5 of them, so the held-out mean is scaled up by 10/8 for the head fitted on all
+    # (measured: without it, precision at 0.5 was 0.83 for 'dog' and 0.53 for 'animal', at
+    # recall 0.99-1.00; with it 0.97 and 0.80 at recall 0.96 and 0.95). c is at least the
+    # examples' share of the training photos: all the concept there is.
+    c = max(float(held[y == 1].mean()) * positives / float(np.mean(seen)), positives / len(y))
+    score = np.minimum(1.0, held / c)
+    matched = score[(y == 0) & (score >= 0.5)]
+    recall = float(np.mean(score[y == 1] >= 0.5))
+    precision = float(matched.mean()) if len(matched) else 0.0
+    model = _logistic(x, y, seed)
+    fold = {"coef": model.coef_[0].astype(float).tolist(), "intercept": float(model.intercept_[0]),
+            "a": -1.0, "b": 0.0, "c": c}
+    return fold, precision, recall
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x, y)
+
+
+def fit_folds(x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[dict[str, Any]]:
+    """Calibrated logistic regression as plain numbers, one dict per calibration fold."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+
+    # Balanced weights in the fit and the calibration: a score is the probability under
+    # equal priors ("looks like the examples"), not shrunk by how few examples there are.
+    weights = np.where(y == 1, 0.5 / max(1, int(y.sum())), 0.5 / max(1, int((1 - y).sum()))) * len(y)
+    model = CalibratedClassifierCV(
+        LogisticRegression(C=1.0, max_iter=1000, random_state=seed),
+        method="sigmoid", cv=min(3, int(y.sum()), int((1 - y).sum())), ensemble=ENSEMBLE,
+    ).fit(x, y, sample_weight=weights)
+    folds = []
+    for fitted in model.calibrated_classifiers_:
+        calibrator = fitted.calibrators[0]
+        a, b = float(calibrator.a_), float(calibrator.b_)
+        if a >= 0:
+            # With a handful of examples the held-out decision values can be so poor that
+            # Platt's fit turns the scale round (measured: 'dog', 10 examples, a = +0.25),
+            # which would rank the likeliest photos last; keep the regression's own probability.
+            a, b = -1.0, 0.0
+        folds.append({"coef": fitted.estimator.coef_[0].astype(float).tolist(),
+                      "intercept": float(fitted.estimator.intercept_[0]), "a": a, "b": b})
+    return folds
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """Precision and recall at score 0.5 of held-out predictions (stratified k-fold, k <= 5)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = max(2, min(5, int(y.sum()), int((1 - y).sum())))
+    predicted = np.zeros(len(y), dtype=bool)
+    for train, held_out in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        if y[train].sum() < 2:  # calibration needs two positives to split
+            continue
+        head = Head("", "", fit_folds(x[train], y[train], seed))
+        predicted[held_out] = head.scores(x[held_out]) >= 0.5
+    tp = int(np.sum(predicted & (y == 1)))
+    return tp / max(1, int(predicted.sum())), tp / max(1, int(y.sum()))
