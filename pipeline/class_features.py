@@ -142,9 +142,9 @@ def classifier_layer(model: str, weights_dir: Path | None = None) -> tuple[np.nd
     """
     import torch
 
+    from models.base import TaskOptions
     from models.classify import Classifier
     from models.registry import get_spec
-    from models.tasks import TaskOptions
     from models.weights import load_state_dict
 
     spec = get_spec(model)
