@@ -61,13 +61,6 @@ WORKER_STAGE = "worker"
 """The error stage of a photo whose Ray worker died on it every time."""
 
 
-def local_gpu_count() -> int:
-    """GPUs a locally started Ray would see, known without starting it."""
-    import torch
-
-    return torch.cuda.device_count()
-
-
 class RaySession:
     """Ray for one run: joins ``address`` or starts a local Ray, and stops only what it started.
 

@@ -48,7 +48,7 @@ from sqlalchemy import (
 )
 
 from pipeline.errors import QueryError
-from pipeline.store import IndexStore, label_names, labels, photos
+from pipeline.store import IndexStore, labels, photos
 
 metadata = MetaData()
 
@@ -218,10 +218,6 @@ def new_person(conn: Connection, name: str | None = None) -> int:
 def set_person(conn: Connection, face_ids: Sequence[int], person_id: int | None) -> None:
     for i in range(0, len(face_ids), 500):
         conn.execute(update(faces).where(faces.c.id.in_(list(face_ids[i:i + 500]))).values(person_id=person_id))
-
-
-def label_name_rows(conn: Connection) -> set[str]:
-    return set(conn.execute(select(label_names.c.label)).scalars())
 
 
 def person_named(store: IndexStore, name: str) -> int:
