@@ -106,7 +106,8 @@ def _option(setting: str, flag: str, **kwargs: Any) -> Callable[[Callable], Call
     ``IndexSettings``, so each option is declared here once and nowhere else."""
     default = kwargs.pop("default", _DEFAULTS.get(setting))
     kwargs.setdefault("help", help_for(setting) if setting in _DEFAULTS else None)
-    return click.option(flag, setting, default=default, show_default=default not in (None, False), **kwargs)
+    return click.option(flag, setting, default=default, show_default=default is not None and default is not False,
+                        **kwargs)
 
 
 _DEFAULTS = {f.name: f.default for f in fields(IndexSettings) if f.default is not MISSING}

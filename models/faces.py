@@ -172,10 +172,11 @@ class FaceFinder(ModelWrapper):
         weights = self._weights
         if not isinstance(weights, dict) or "mtcnn" not in weights:
             raise ModelError("the face task needs load_weights()'s dict, not a plain state dict")
+        model = mtcnn.build(weights["mtcnn"])
         if self.embed is None:
             self.embed = load_embedder(weights["embedder_json"], str(self.device))
-        self._weights = {}
-        return mtcnn.build(weights["mtcnn"])
+        self._weights = {}  # only once both loaded: a failure leaves a load() to retry
+        return model
 
     @staticmethod
     def labels_of(record: list[dict]) -> Iterable[tuple[str, float]]:
