@@ -327,14 +327,15 @@ class IndexStore:
                 ))
             }
 
-    def model_keys(self, paths: Iterable[str]) -> dict[str, str]:
-        """path -> the stored ``models`` JSON of those of ``paths`` that are indexed."""
-        keys: dict[str, str] = {}
+    def indexed(self, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """path -> (the Parquet part holding its row, its stored ``models`` JSON), for those
+        of ``paths`` that are indexed; in path order."""
+        found: dict[str, tuple[str, str]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(sorted(paths)):
-                query = select(photos.c.path, photos.c.models).where(photos.c.path.in_(chunk))
-                keys.update((path, models) for path, models in conn.execute(query))
-        return keys
+                query = select(photos.c.path, photos.c.parquet_file, photos.c.models).where(photos.c.path.in_(chunk))
+                found.update((path, (part, models)) for path, part, models in conn.execute(query))
+        return found
 
     def known_errors(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every file that failed."""
@@ -394,14 +395,7 @@ class IndexStore:
 
     def parts_holding(self, paths: Iterable[str]) -> dict[str, list[str]]:
         """Parquet part name -> the given paths whose rows it holds."""
-        held: dict[str, list[str]] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(paths)):
-                for path, part in conn.execute(
-                    select(photos.c.path, photos.c.parquet_file).where(photos.c.path.in_(chunk))
-                ):
-                    held.setdefault(part, []).append(path)
-        return held
+        return by_part(self.indexed(paths))
 
     @classmethod
     def _add_rows(cls, conn, ids: dict[str, int], rows: Sequence[IndexRow]) -> None:
@@ -422,6 +416,14 @@ class IndexStore:
         if new:
             conn.execute(insert(label_names), [{"label": n} for n in new])
             conn.execute(text("INSERT INTO label_fts(label) VALUES (:label)"), [{"label": n} for n in new])
+
+def by_part(indexed: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    """:meth:`IndexStore.indexed`'s answer as Parquet part name -> the paths it holds."""
+    held: dict[str, list[str]] = {}
+    for path, (part, _models) in indexed.items():
+        held.setdefault(part, []).append(path)
+    return held
+
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
     """Slices small enough for SQLite's limit on bound parameters."""

@@ -30,7 +30,7 @@ from pipeline.parquet_sink import PARQUET_SCHEMA, part_name, read_part, without_
 from pipeline.places import add_places, place_words
 from pipeline.plan import WorkItem
 from pipeline.records import FileError, IndexRow
-from pipeline.store import Batch, IndexStore, PartRewrite
+from pipeline.store import Batch, IndexStore, PartRewrite, by_part
 
 _PHOTO_COLUMNS = ("path", "size", "mtime_ns", "width", "height", "fingerprint")
 
@@ -125,13 +125,14 @@ class IndexWriter:
         replaced: set[str] = (set(superseded) | {r["path"] for r in rows}
                               | {r["previous_path"] for r in rows if r["previous_path"]}
                               | {m.previous_path for m in moves if m.previous_path})
-        rewrites, previous = self._rewrite_parts(replaced)
+        indexed = self.store.indexed(replaced)  # one query: each path's part and stored model keys
+        rewrites, previous = self._rewrite_parts(by_part(indexed))
+        old_keys = {path: models for path, (_part, models) in indexed.items()}
         now_ms = int(time.time() * 1000)
-        # A row's previous record is under its previous path, or under its own path when
-        # Ray delivered it twice and the first copy already moved it there.
+        # A row's previous record (and stored keys) is under its previous path, or under its
+        # own path when Ray delivered it twice and the first copy already moved it there.
         before = {r["path"]: previous.get(r["previous_path"]) or previous.get(r["path"])
                   for r in rows if r["previous_path"]}
-        old_keys = self.store.model_keys(replaced)
         keys_before = {r["path"]: old_keys.get(r["previous_path"]) or old_keys.get(r["path"])
                        for r in rows if r["previous_path"]}
         keys_before |= {m.file.path: old_keys.get(m.previous_path) for m in moves if m.previous_path}
@@ -169,11 +170,12 @@ class IndexWriter:
         # A moved photo that also needed a model re-run came through the models, in ``ok``.
         self.moved += len(moves) + sum(1 for r in ok if r["previous_path"] and r["previous_path"] != r["path"])
 
-    def _rewrite_parts(self, paths: set[str]) -> tuple[list[PartRewrite], dict[str, dict[str, Any]]]:
-        """New versions of the parts holding ``paths``, without them; and their old records."""
+    def _rewrite_parts(self, parts: dict[str, list[str]]) -> tuple[list[PartRewrite], dict[str, dict[str, Any]]]:
+        """New versions of ``parts`` (name -> paths it holds) without those paths; and
+        their old records."""
         rewrites: list[PartRewrite] = []
         previous: dict[str, dict[str, Any]] = {}
-        for part, held in self.store.parts_holding(paths).items():
+        for part, held in parts.items():
             table = read_part(self.parquet_folder, part)
             mask = pc.is_in(table["path"], pa.array(held, pa.string()))
             previous.update((r["path"], r) for r in table.filter(mask).to_pylist())
