@@ -130,8 +130,3 @@ def help_for(name: str) -> str:
         if f.name == name:
             return f.metadata["help"]
     raise KeyError(name)
-
-
-def setting_names() -> list[str]:
-    """Every setting's name, in declaration order (the CLI checks it offers each one)."""
-    return [f.name for f in fields(IndexSettings)]

@@ -128,11 +128,14 @@ def test_a_corrupt_index_is_a_usage_error_left_untouched_and_rebuilt_once_moved(
 def test_every_index_setting_is_a_cli_option() -> None:
     """`photos index` reaches every IndexSettings field (roots is the argument, models the
     per-task options such as --classifier), each declared once (jobs/index_cmd.py)."""
+    from dataclasses import fields
+
     from jobs.index_cmd import index
     from models.tasks import TASKS
-    from pipeline.settings import setting_names
+    from pipeline.settings import IndexSettings
 
     params = {p.name for p in index.params}
     covered = params | {"roots", "models"}
-    assert set(setting_names()) <= covered, set(setting_names()) - covered
+    settings = {f.name for f in fields(IndexSettings)}
+    assert settings <= covered, settings - covered
     assert {task.model_option for task in TASKS.values()} <= params
