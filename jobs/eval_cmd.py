@@ -39,12 +39,22 @@ def evaluate(annotations: Path, images_dir: Path, index_dir: Path | None, iou: f
         "precision": round(report.precision, 4), "recall": round(report.recall, 4),
         "mean_iou": round(report.mean_iou, 4), "class_iou": {k: round(v, 4) for k, v in report.class_iou.items()},
     }
+    if report.stored_class_iou:
+        figures["stored_mean_iou"] = round(report.stored_mean_iou, 4)
+        figures["stored_class_iou"] = {k: round(v, 4) for k, v in report.stored_class_iou.items()}
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         return
     click.echo(f"{report.images_in_index} of {report.images} annotated images are in the index")
     click.echo(f"detection @ IoU {iou}: precision {report.precision:.3f}  recall {report.recall:.3f}  "
                f"({report.true_positives} of {report.boxes} boxes match {report.annotations} annotations)")
-    click.echo(f"segmentation: mean IoU {report.mean_iou:.3f} over {len(report.class_iou)} classes")
+    if not report.stored_class_iou:
+        click.echo(f"segmentation: mean IoU {report.mean_iou:.3f} over {len(report.class_iou)} classes")
+        for label, value in report.class_iou.items():
+            click.echo(f"  {label:<16} {value:.3f}")
+        return
+    click.echo(f"segmentation: mean IoU {report.mean_iou:.3f} over {len(report.class_iou)} classes as `photos show` "
+               f"draws the masks (inside detected boxes); {report.stored_mean_iou:.3f} as stored")
+    click.echo(f"  {'class':<16} {'drawn':>6} {'stored':>7}")
     for label, value in report.class_iou.items():
-        click.echo(f"  {label:<16} {value:.3f}")
+        click.echo(f"  {label:<16} {value:6.3f} {report.stored_class_iou.get(label, 0.0):7.3f}")

@@ -11,7 +11,10 @@ whole path: decoding, EXIF rotation, box scaling, mask encoding) with the annota
   mask at the stored mask's size (others are background, as in torchvision's
   COCO_WITH_VOC_LABELS training data); IoU per class is summed over all images, and mean
   IoU averages the classes present in the annotations or the predictions, background
-  included (the VOC convention).
+  included (the VOC convention). Masks are scored as `photos show` draws them: for a
+  segmenter that needs boxes (Selfie marks everything person-like, so its mask counts
+  only inside the detector's person boxes, :func:`pipeline.show.shown_mask`), the stored
+  mask is scored too, in ``stored_class_iou``.
 
 Annotations: ``images`` (id, file_name, width, height), ``categories`` (id, name) and
 ``annotations`` (image_id, category_id, bbox [x, y, w, h] in pixels, segmentation as
@@ -35,6 +38,7 @@ from models.segment import decode_mask
 from pipeline.errors import QueryError
 from pipeline.pathnames import path_text
 from pipeline.records_reader import load_records
+from pipeline.show import shown_mask
 from pipeline.store import IndexStore
 
 COCO_TO_VOC = {"airplane": "aeroplane", "dining table": "diningtable", "motorcycle": "motorbike",
@@ -52,6 +56,8 @@ class EvalReport:
     boxes: int = 0
     true_positives: int = 0
     class_iou: dict[str, float] = field(default_factory=dict)
+    stored_class_iou: dict[str, float] = field(default_factory=dict)
+    """IoU of the masks as stored, where some were limited to boxes for drawing; else empty."""
 
     @property
     def precision(self) -> float:
@@ -63,7 +69,15 @@ class EvalReport:
 
     @property
     def mean_iou(self) -> float:
-        return float(np.mean(list(self.class_iou.values()))) if self.class_iou else 0.0
+        return _mean(self.class_iou)
+
+    @property
+    def stored_mean_iou(self) -> float:
+        return _mean(self.stored_class_iou)
+
+
+def _mean(class_iou: dict[str, float]) -> float:
+    return float(np.mean(list(class_iou.values()))) if class_iou else 0.0
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -134,8 +148,8 @@ def evaluate_index(store: IndexStore, index_dir: Path, annotations_path: Path, i
              for i, im in images.items()}  # spelled as the scan stores them
     records = load_records(store, index_dir, paths.values())
     report = EvalReport(images=len(images))
-    intersection: dict[str, int] = {}
-    union: dict[str, int] = {}
+    drawn, stored = _Overlap(), _Overlap()
+    limited = False
     for image_id, image in images.items():
         record = records.get(paths[image_id])
         if record is None:
@@ -155,9 +169,28 @@ def evaluate_index(store: IndexStore, index_dir: Path, annotations_path: Path, i
             predicted = decode_mask(segmentation)
             truth_m = truth_mask(anns, names, categories, (image["width"], image["height"]),
                                  (predicted.shape[1], predicted.shape[0]))
-            for k in np.union1d(np.unique(predicted), np.unique(truth_m)):
-                label = categories[k]
-                intersection[label] = intersection.get(label, 0) + int(((predicted == k) & (truth_m == k)).sum())
-                union[label] = union.get(label, 0) + int(((predicted == k) | (truth_m == k)).sum())
-    report.class_iou = {label: intersection[label] / union[label] for label in sorted(union) if union[label]}
+            shown, was_limited = shown_mask(record)
+            limited |= was_limited
+            drawn.add(shown, truth_m, categories)
+            stored.add(predicted, truth_m, categories)
+    report.class_iou = drawn.iou()
+    if limited:
+        report.stored_class_iou = stored.iou()
     return report
+
+
+@dataclass
+class _Overlap:
+    """Per class, pixels in both masks and in either, summed over images."""
+
+    intersection: dict[str, int] = field(default_factory=dict)
+    union: dict[str, int] = field(default_factory=dict)
+
+    def add(self, predicted: np.ndarray, truth: np.ndarray, categories: Sequence[str]) -> None:
+        for k in np.union1d(np.unique(predicted), np.unique(truth)):
+            label = categories[k]
+            self.intersection[label] = self.intersection.get(label, 0) + int(((predicted == k) & (truth == k)).sum())
+            self.union[label] = self.union.get(label, 0) + int(((predicted == k) | (truth == k)).sum())
+
+    def iou(self) -> dict[str, float]:
+        return {label: self.intersection[label] / self.union[label] for label in sorted(self.union) if self.union[label]}
