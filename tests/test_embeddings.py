@@ -24,6 +24,7 @@ from models.base import TaskOptions
 from models.classify import EMBEDDING_COLUMN, Classifier
 from models.registry import get_spec
 from models.weights import load_state_dict
+from pipeline import vectors as vectors_module
 from pipeline import vocabulary
 from pipeline.custom_labels import (
     CustomLabelError,
@@ -197,8 +198,10 @@ def test_custom_label_trains_searches_lists_and_is_removed(library):
 
 
 @pytest.mark.slow
-def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos):
+def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos, monkeypatch):
     root, index, copies, _, distinct = library
+    monkeypatch.setattr(vectors_module, "FLAT_MAX", 10)  # the IVF cache a library past 50,000 photos has
+    shutil.rmtree(index / "vectors", ignore_errors=True)  # a cache earlier tests built flat; rebuilt below
     dogs = [p for p in distinct if is_dog(p)]
     store = IndexStore.open(index, create=False)
     try:
@@ -206,19 +209,51 @@ def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos)
         before = open_vectors(index, store).paths
     finally:
         store.close()
-    new_dog = Path(shutil.copy([p for p in eval_photos if is_dog(p)][-1], root / "new-dog.jpg"))
+    new_dogs = [Path(shutil.copy(p, root / f"new-dog-{i}.jpg"))
+                for i, p in enumerate([p for p in eval_photos if is_dog(p)][-2:])]
     copies[0][4].unlink()  # a deleted photo
     summary = index_library(IndexSettings(roots=(str(root),), index_dir=index, tasks=("classify",)))
-    assert summary.indexed == 1 and summary.deleted == 1
+    assert summary.indexed == 2 and summary.deleted == 1
     store = IndexStore.open(index, create=False)
     try:
-        paths = open_vectors(index, store).paths
-        assert set(paths) == (set(before) | {str(new_dog)}) - {str(copies[0][4])}
+        vectors = open_vectors(index, store)
+        assert vectors.index.kind == "ivf"
+        assert set(vectors.paths) == (set(before) | {str(p) for p in new_dogs}) - {str(copies[0][4])}
+        state = json.loads((index / "vectors" / "state.json").read_text())
+        assert state["trained"] == len(before)  # updated in place, not trained again
+        x = np.asarray(vectors.vectors, dtype=np.float32)
+        _, rows = vectors.index.search(x, 1)
+        # every photo's nearest is itself (or an exact copy of it): the kept codes moved with their rows
+        assert np.all(np.sum(x[rows[:, 0]] * x, axis=1) >= 0.999)
         scores = {h.path: h.score for h in search(store, ["house dogs"], limit=100, min_score=0.05)}
-        assert str(new_dog) in scores  # the hook scored the new photo without `photos train`
+        assert all(str(p) in scores for p in new_dogs)  # the hook scored the new photos without `photos train`
         remove_label(store, "house dogs")
     finally:
         store.close()
+
+
+def test_an_ivf_index_updated_in_place_answers_as_one_encoded_afresh():
+    """Kept codes moved to new rows, dropped ones gone, new vectors added: the same index as
+    encoding the new layout from scratch on the same cells."""
+    from pipeline.vectors import FaissIndex
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(40, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 40, 6000)] + rng.normal(0, 0.5, (6000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    old = FaissIndex.build(x[:5000], kind="ivf")
+    moved = np.full(5000, -1, np.int64)
+    moved[:1000] = np.arange(1000)  # rows 1000-1999 dropped (a deleted part), 2000-4999 move up
+    moved[2000:] = np.arange(1000, 4000)
+    updated = old.updated(moved, x[5000:], np.arange(4000, 5000))
+    layout = np.concatenate([x[:1000], x[2000:]])
+    fresh = old.updated(np.full(5000, -1, np.int64), layout, np.arange(5000))
+    assert updated.index.ntotal == fresh.index.ntotal == 5000
+    got_scores, got_rows = updated.search(layout[::7], 5)
+    want_scores, want_rows = fresh.search(layout[::7], 5)
+    assert (got_rows == want_rows).all() and np.allclose(got_scores, want_scores)
+    assert (got_rows[:, 0] == np.arange(0, 5000, 7)).mean() >= 0.95
+    assert {(i, j) for i, j, _ in updated.pairs_within(layout, 0.8)} == {(i, j) for i, j, _ in fresh.pairs_within(layout, 0.8)}
 
 
 def test_ivf_duplicate_pass_finds_what_exact_search_finds():
