@@ -9,8 +9,9 @@ Indexes ``../shared/eval/imagenet-samples`` with the real pipeline (classify onl
 - transfer learning: per concept, ``--draws`` seeded random sets of 10 example photos;
   `train_label` without negatives (the default: an unlabelled sample of the index), then
   `search(NAME)`; precision and recall over the held-out photos (every photo but the
-  examples) at score 0.5, the R-precision of the search ranking (share of the concept's N
-  held-out photos among the first N results: what a user scrolling the results sees), and
+  examples) at score 0.5 (what `photos search NAME` lists), the R-precision of the head's
+  ranking of every photo (share of the concept's N held-out photos among its first N,
+  scores under 0.5 included: search does not store those), and
   the precision / recall `photos train` printed; mean +- std over the draws. ``--check``
   adds 10 concepts not used to choose the head's settings; ``--embedding-only`` is the
   ablation without the class-group features.
@@ -21,17 +22,21 @@ Indexes ``../shared/eval/imagenet-samples`` with the real pipeline (classify onl
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import select
 
 from benchmarks.duplicates_eval import EVAL, index_folder
 from pipeline import custom_labels, vocabulary
-from pipeline.custom_labels import remove_label, train_label
+from pipeline.custom_labels import custom_heads, remove_label, saved_basis, train_label
+from pipeline.label_heads import Head
 from pipeline.search import search
 from pipeline.similar import find_similar
 from pipeline.store import IndexStore
+from pipeline.vectors import open_vectors
 
 CONCEPTS = ("dog", "bird", "car", "vehicle", "food", "reptile", "insect", "sea life", "instrument")
 CHECK_CONCEPTS = ("wild dog", "fish", "snake", "monkey", "boat", "building", "furniture", "vegetable", "pet", "animal")
@@ -80,6 +85,7 @@ def transfer_proof(index_dir: Path, store: IndexStore, photos: list[Path], draws
     print("| concept | photos | held-out precision @0.5 | held-out recall @0.5 | R-precision | "
           "train prints: precision / recall | train + apply s |")
     print("|---|---|---|---|---|---|---|")
+    vectors = open_vectors(index_dir, store)
     for concept in concepts:
         labels = vocabulary.expand(concept)
         positives = [str(p) for p in photos if label_of(p) in labels]
@@ -89,10 +95,11 @@ def transfer_proof(index_dir: Path, store: IndexStore, photos: list[Path], draws
             examples = sorted(rng.choice(positives, 10, replace=False).tolist())
             name = "zz " + concept.replace(" ", "-") + " mine"
             report = train_label(index_dir, store, name, examples, seed=draw)
-            ranking = [h for h in search(store, [name], limit=10_000) if h.path not in examples]
-            found = {h.path for h in ranking if h.score >= 0.5}
+            found = {h.path for h in search(store, [name], limit=10_000) if h.path not in examples and h.score >= 0.5}
+            scores = head_of(store, name).scores(vectors.vectors)
+            ranking = [vectors.paths[i] for i in np.argsort(-scores, kind="stable") if vectors.paths[i] not in examples]
             truth = set(positives) - set(examples)
-            figures["rp"].append(len({h.path for h in ranking[:len(truth)]} & truth) / len(truth))
+            figures["rp"].append(len(set(ranking[:len(truth)]) & truth) / len(truth))
             figures["p"].append(len(found & truth) / max(1, len(found)))
             figures["r"].append(len(found & truth) / max(1, len(truth)))
             figures["cvp"].append(report.precision)
@@ -103,6 +110,13 @@ def transfer_proof(index_dir: Path, store: IndexStore, photos: list[Path], draws
         sd = {k: float(np.std(v)) for k, v in figures.items()}
         print(f"| {concept} | {len(positives)} | {m['p']:.2f} +- {sd['p']:.2f} | {m['r']:.2f} +- {sd['r']:.2f} | "
               f"{m['rp']:.2f} +- {sd['rp']:.2f} | {m['cvp']:.2f} / {m['cvr']:.2f} | {m['s']:.1f} |", flush=True)
+
+
+def head_of(store: IndexStore, name: str) -> Head:
+    """The stored head of custom label ``name``, with its class basis."""
+    with store.engine.connect() as conn:
+        row = conn.execute(select(custom_heads).where(custom_heads.c.name == name)).mappings().one()
+    return Head(name, row["model"], json.loads(row["folds"]), saved_basis(store, row["model"]))
 
 
 class _EmbeddingOnly:

@@ -62,8 +62,14 @@ from pipeline.vectors import VectorSet, open_vectors
 
 SOURCE = "custom"
 MIN_EXAMPLES = 3
-STORED_MIN_SCORE = 0.05
-"""Scores below this are not stored: search ignores them by default (``DEFAULT_MIN_SCORE``)."""
+STORED_MIN_SCORE = 0.5
+"""Scores below this are not stored, so search neither lists a photo under the label nor lets
+it satisfy the label in an AND. 0.5 is the score's own "more likely than not", and below it
+a head fitted on a few examples is noise: a label trained on 7 beetles scored every one of
+217 photos of a mixed library (ImageNet and COCO photos) at >= 0.07, a hippopotamus 0.17,
+so with the search default of 0.05 `photos search "my beetles" person` listed hippos. It
+also bounds what a label costs at 10^6 photos: rows for the photos that match, not one per
+photo (``benchmarks/train_scale.py``)."""
 SAMPLED_NEGATIVES = 2000
 """Unlabelled photos drawn from the rest of the index when no negatives are given (at most)."""
 SCALE_PHOTOS = 2000

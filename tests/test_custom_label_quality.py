@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from benchmarks.embedding_eval import head_of
 from jobs.cli import cli
 from pipeline import vocabulary
 from pipeline.custom_labels import train_label
@@ -23,6 +24,7 @@ from pipeline.indexer import index_library
 from pipeline.search import search
 from pipeline.settings import IndexSettings
 from pipeline.store import IndexStore
+from pipeline.vectors import open_vectors
 from tests.conftest import copy_photos, true_label
 
 
@@ -39,12 +41,15 @@ def dog_library(tmp_path_factory, eval_photos):
 
 
 def held_out_figures(index: Path, dogs: list[Path], examples: list[str], name: str) -> tuple[float, float, float]:
-    """Precision and recall at score 0.5 and R-precision, over the photos that are not examples."""
+    """Precision and recall at score 0.5 (what search lists) and the R-precision of the head's
+    ranking of every photo, over the photos that are not examples."""
     with IndexStore.open(index, create=False) as store:
-        hits = [h for h in search(store, [name], limit=1000) if h.path not in examples]
+        found = {h.path for h in search(store, [name], limit=1000) if h.path not in examples}
+        vectors = open_vectors(index, store)
+        scores = head_of(store, name).scores(vectors.vectors)
+    ranking = [vectors.paths[i] for i in np.argsort(-scores, kind="stable") if vectors.paths[i] not in examples]
     held_out = {str(p) for p in dogs} - set(examples)
-    found = {h.path for h in hits if h.score >= 0.5}
-    first = {h.path for h in hits[:len(held_out)]}
+    first = set(ranking[:len(held_out)])
     return (len(found & held_out) / max(1, len(found)), len(found & held_out) / len(held_out),
             len(first & held_out) / len(held_out))
 
