@@ -263,6 +263,11 @@ def apply_custom_labels(index_dir: Path, store: IndexStore, run_id: int) -> int:
         rows = conn.execute(select(custom_heads)).mappings().all()
         if not rows:
             return 0
+        # Labels trained when scores from 0.05 were stored lose those rows here, once
+        # (cheap by the (label, score) index; a no-op afterwards).
+        for r in rows:
+            conn.execute(delete(labels).where(labels.c.label == r["name"], labels.c.source == SOURCE,
+                                              labels.c.score < STORED_MIN_SCORE))
         fresh = set(conn.execute(select(photos.c.path).where(photos.c.run_id == run_id)).scalars())
     if not fresh:
         return 0

@@ -209,6 +209,8 @@ def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos,
         before = open_vectors(index, store).paths
     finally:
         store.close()
+    with sqlite3.connect(index / "index.sqlite") as conn:  # a score under 0.5, as earlier versions stored
+        conn.execute("INSERT INTO labels SELECT id, 'house dogs', 0.1, 'custom', 'custom:old' FROM photos LIMIT 1")
     new_dogs = [Path(shutil.copy(p, root / f"new-dog-{i}.jpg"))
                 for i, p in enumerate([p for p in eval_photos if is_dog(p)][-2:])]
     copies[0][4].unlink()  # a deleted photo
@@ -227,6 +229,7 @@ def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos,
         assert np.all(np.sum(x[rows[:, 0]] * x, axis=1) >= 0.999)
         scores = {h.path: h.score for h in search(store, ["house dogs"], limit=100, min_score=0.05)}
         assert all(str(p) in scores for p in new_dogs)  # the hook scored the new photos without `photos train`
+        assert min(scores.values()) >= 0.5  # and dropped the old low score
         remove_label(store, "house dogs")
     finally:
         store.close()
