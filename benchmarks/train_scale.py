@@ -122,8 +122,8 @@ def main() -> None:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             print(f"train 'our dogs' (10 examples vs {report.negatives:,} unlabelled): {seconds:.1f} s end to end, "
                   f"{report.scored:,} photos scored, {report.matches:,} at >= 0.5; peak RSS {rss:.1f} GB")
-            stored = store.engine.connect().exec_driver_sql(
-                "SELECT COUNT(*) FROM labels WHERE label = 'our dogs'").scalar()
+            with store.engine.connect() as conn:
+                stored = conn.exec_driver_sql("SELECT COUNT(*) FROM labels WHERE label = 'our dogs'").scalar()
             print(f"  {stored:,} scores >= {STORED_MIN_SCORE} written to SQLite")
             times = []
             for _ in range(args.queries):

@@ -172,7 +172,7 @@ def scale_ops(n: int, queries: int = 200) -> None:
     import tempfile
 
     from pipeline.class_features import FEATURES, ClassBasis, class_trees, classifier_layer
-    from pipeline.custom_labels import CHUNK, SAMPLED_NEGATIVES
+    from pipeline.custom_labels import CHUNK, SAMPLED_NEGATIVES, STORED_MIN_SCORE
     from pipeline.duplicates import _IVF_CELLS, NEAR_THRESHOLD
     from pipeline.label_heads import Head, fit_unlabelled
 
@@ -229,7 +229,7 @@ def scale_ops(n: int, queries: int = 200) -> None:
     t = time.perf_counter()
     scores = np.concatenate([head.scores(x[i:i + CHUNK]) for i in range(0, n, CHUNK)])
     print(f"  train (features, cross-validation + fit, 10 vs {SAMPLED_NEGATIVES}): {trained:.1f} s; apply to all {n:,}: "
-          f"{time.perf_counter() - t:.1f} s ({int(np.sum(scores >= 0.05)):,} scores >= 0.05 to store)")
+          f"{time.perf_counter() - t:.1f} s ({int(np.sum(scores >= STORED_MIN_SCORE)):,} scores >= {STORED_MIN_SCORE} to store)")
     print(f"  peak RSS {rss_gb():.1f} GB")
 
 

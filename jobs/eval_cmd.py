@@ -56,5 +56,5 @@ def evaluate(annotations: Path, images_dir: Path, index_dir: Path | None, iou: f
     click.echo(f"segmentation: mean IoU {report.mean_iou:.3f} over {len(report.class_iou)} classes as `photos show` "
                f"draws the masks (inside detected boxes); {report.stored_mean_iou:.3f} as stored")
     click.echo(f"  {'class':<16} {'drawn':>6} {'stored':>7}")
-    for label, value in report.class_iou.items():
-        click.echo(f"  {label:<16} {value:6.3f} {report.stored_class_iou.get(label, 0.0):7.3f}")
+    for label in sorted(report.class_iou.keys() | report.stored_class_iou.keys()):
+        click.echo(f"  {label:<16} {report.class_iou.get(label, 0.0):6.3f} {report.stored_class_iou.get(label, 0.0):7.3f}")

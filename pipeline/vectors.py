@@ -38,12 +38,14 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 from pipeline.errors import IndexStoreError
 from pipeline.parquet_sink import parquet_dir
 from pipeline.store import IndexStore
 
 VECTORS_DIR = "vectors"
+VECTORS_LOCK = "vectors.lock"
 FLAT_MAX = 50_000
 """Exact search up to this many vectors (measured: exact queries take 2 ms at 10^4, 25 ms at 10^5 on 2 cores; above this IVF builds pay off and the all-pairs duplicates pass would take minutes)."""
 _STATE_VERSION = 1
@@ -207,39 +209,61 @@ class VectorSet:
 
 
 def open_vectors(index_dir: Path, store: IndexStore, kind: str = "auto") -> VectorSet:
-    """The index's vectors, refreshed first if the Parquet parts changed since the cache was built."""
+    """The index's vectors, refreshed first if the Parquet parts changed since the cache was built.
+
+    One process refreshes at a time (``vectors.lock``): a nightly run's custom-label hook and
+    a `photos similar` started meanwhile would otherwise each read the other's half-swapped
+    cache. The one that waited finds the cache fresh and opens it."""
     folder = Path(index_dir) / VECTORS_DIR
     parts = store.parquet_file_names()
+    cached = _open_cache(folder, parts, kind)
+    if cached is not None:
+        return cached
+    with FileLock(str(Path(index_dir) / VECTORS_LOCK)):
+        cached = _open_cache(folder, parts, kind)
+        return cached if cached is not None else _refresh(index_dir, store, kind, _read_state(folder))
+
+
+def _open_cache(folder: Path, parts: set[str], kind: str) -> VectorSet | None:
+    """The cache as it is, if it was built from ``parts`` as ``kind`` and opens; else None."""
     state = _read_state(folder)
-    if state is not None and set(state["parts"]) == parts and state.get("kind_asked") == kind:
-        try:
-            paths = json.loads((folder / "paths.json").read_text(encoding="utf-8"))
-            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-            # Memory-mapped: `photos similar` starts in ms even at 10^6 photos (measured 0.01 s
-            # against 7.4 s to read a 2.5 GB index), and the page cache shares it between runs.
-            flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
-            index = FaissIndex(faiss.read_index(str(folder / "faiss.index"), flags))
-            if isinstance(index.index, faiss.IndexIVF):
-                index.index.nprobe = FaissIndex.default_nprobe(index.index.nlist)
-            return VectorSet(paths, vectors, index, state["model"])
-        except (OSError, ValueError, RuntimeError):
-            pass  # a damaged cache is rebuilt below
-    return refresh_vectors(index_dir, store, kind, state)
+    if state is None or set(state["parts"]) != parts or state.get("kind_asked") != kind:
+        return None
+    try:
+        paths = json.loads((folder / "paths.json").read_text(encoding="utf-8"))
+        # Memory-mapped: `photos similar` starts in ms even at 10^6 photos (measured 0.01 s
+        # against 7.4 s to read a 2.5 GB index), and the page cache shares it between runs.
+        vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+        index = _read_index(folder)
+    except (OSError, ValueError, RuntimeError):
+        return None  # a damaged cache is rebuilt
+    if isinstance(index.index, faiss.IndexIVF):
+        index.index.nprobe = FaissIndex.default_nprobe(index.index.nlist)
+    return VectorSet(paths, vectors, index, state["model"])
 
 
-def refresh_vectors(index_dir: Path, store: IndexStore, kind: str = "auto",
+def _read_index(folder: Path) -> FaissIndex:
+    return FaissIndex(faiss.read_index(str(folder / "faiss.index"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY))
+
+
+def _refresh(index_dir: Path, store: IndexStore, kind: str = "auto",
                     state: dict[str, Any] | None = None) -> VectorSet:
     """Bring the cache in step with the Parquet parts, reusing the parts it already holds."""
     folder = Path(index_dir) / VECTORS_DIR
     parts = sorted(store.parquet_file_names())
     old_paths: list[str] = []
     old_vectors: np.ndarray | None = None
+    old_index: FaissIndex | None = None
     if state is not None:
         try:
             old_paths = json.loads((folder / "paths.json").read_text(encoding="utf-8"))
             old_vectors = np.load(folder / "vectors.npy", mmap_mode="r")
         except (OSError, ValueError):
             state = None
+        try:
+            old_index = _read_index(folder)
+        except RuntimeError:
+            old_index = None  # damaged: the index is built again
     kept: dict[str, tuple[int, int]] = dict(state["parts"]) if state else {}
     pieces: list[tuple[str, list[str], np.ndarray, list[str]]] = []  # part, paths, vectors, models
     for part in parts:
@@ -266,8 +290,9 @@ def refresh_vectors(index_dir: Path, store: IndexStore, kind: str = "auto",
     vectors = np.concatenate([c for c in chunks if c.size]) if dim else np.empty((0, 0), np.float16)
     trained = state.get("trained") if state else None
     index = None
-    if state is not None and old_vectors is not None and model == state["model"] and kind == state.get("kind_asked"):
-        index = _updated_index(folder, state, ranges, vectors, kind)
+    if (state is not None and old_vectors is not None and old_index is not None and model == state["model"]
+            and kind == state.get("kind_asked") and old_index.index.ntotal == len(old_vectors)):
+        index = _updated_index(old_index, state, ranges, vectors, kind)
     if index is None:
         index = FaissIndex.build(vectors, kind) if len(vectors) else FaissIndex(faiss.IndexFlatIP(max(dim, 1)))
         trained = len(vectors)
@@ -276,28 +301,24 @@ def refresh_vectors(index_dir: Path, store: IndexStore, kind: str = "auto",
     return VectorSet(paths, vectors, index, model)
 
 
-def _updated_index(folder: Path, state: dict[str, Any], ranges: dict[str, tuple[int, int]],
+def _updated_index(old: FaissIndex, state: dict[str, Any], ranges: dict[str, tuple[int, int]],
                    vectors: np.ndarray, kind: str) -> FaissIndex | None:
-    """The cached IVF index moved to the new row ranges plus the new parts' vectors, or None
-    where a full build is due: no IVF cache, an unknown training size, or a library that
-    grew or shrank past :data:`RETRAIN_GROWTH` (or, asked for "auto", fell to flat size)."""
+    """The cached IVF index ``old`` moved to the new row ranges plus the new parts' vectors, or
+    None where a full build is due: no fp16 IVF cache, an unknown training size, or a library
+    that grew or shrank past :data:`RETRAIN_GROWTH` (or, asked for "auto", fell to flat size)."""
     trained = state.get("trained")
-    if state.get("kind") != "ivf" or not trained or not len(vectors):
-        return None
-    if not trained / RETRAIN_GROWTH <= len(vectors) <= trained * RETRAIN_GROWTH:
+    if not trained or not len(vectors) or not trained / RETRAIN_GROWTH <= len(vectors) <= trained * RETRAIN_GROWTH:
         return None
     if kind == "auto" and len(vectors) <= FLAT_MAX:
         return None
-    try:
-        old = FaissIndex(faiss.read_index(str(folder / "faiss.index"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY))
-    except RuntimeError:
-        return None  # damaged: built again
-    if not isinstance(old.index, faiss.IndexIVF) or old.index.d != vectors.shape[1]:
-        return None
-    moved = np.full(old.index.ntotal, -1, np.int64)
+    ivf = old.index
+    if not (isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+            and ivf.by_residual and ivf.d == vectors.shape[1]):
+        return None  # codes another way than updated() writes them
+    moved = np.full(ivf.ntotal, -1, np.int64)
     new_rows: list[np.ndarray] = []
     for part, (start, count) in ranges.items():
-        if part in state["parts"] and state["parts"][part][1] == count:
+        if part in state["parts"]:  # a kept part: its rows, model and count are the cache's
             old_start = state["parts"][part][0]
             moved[old_start:old_start + count] = np.arange(start, start + count)
         else:

@@ -235,9 +235,37 @@ def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos,
         store.close()
 
 
+def test_a_vector_cache_whose_index_lost_rows_is_built_again(library, monkeypatch):
+    """faiss.index out of step with state.json (fewer rows than the cache's vectors): the
+    next refresh builds the index afresh instead of moving codes that are not there."""
+    import faiss
+
+    from pipeline.vectors import FaissIndex
+
+    _, index, _, _, _ = library
+    monkeypatch.setattr(vectors_module, "FLAT_MAX", 10)
+    shutil.rmtree(index / "vectors", ignore_errors=True)
+    with IndexStore.open(index, create=False) as store:
+        cached = open_vectors(index, store)
+        assert cached.index.kind == "ivf"
+        faiss.write_index(FaissIndex.build(np.asarray(cached.vectors[:5], np.float32), kind="ivf").index,
+                          str(index / "vectors" / "faiss.index"))
+        state_file = index / "vectors" / "state.json"
+        state = json.loads(state_file.read_text())
+        state["parts"].pop(sorted(state["parts"])[-1])  # one part to read again: a refresh is due
+        state_file.write_text(json.dumps(state))
+        vectors = open_vectors(index, store)
+    x = np.asarray(vectors.vectors, dtype=np.float32)
+    assert vectors.index.index.ntotal == len(x) == len(cached.paths)
+    _, rows = vectors.index.search(x, 1)
+    assert np.all(np.sum(x[rows[:, 0]] * x, axis=1) >= 0.999)
+
+
 def test_an_ivf_index_updated_in_place_answers_as_one_encoded_afresh():
     """Kept codes moved to new rows, dropped ones gone, new vectors added: the same index as
     encoding the new layout from scratch on the same cells."""
+    import faiss
+
     from pipeline.vectors import FaissIndex
 
     rng = np.random.default_rng(1)
@@ -250,7 +278,9 @@ def test_an_ivf_index_updated_in_place_answers_as_one_encoded_afresh():
     moved[2000:] = np.arange(1000, 4000)
     updated = old.updated(moved, x[5000:], np.arange(4000, 5000))
     layout = np.concatenate([x[:1000], x[2000:]])
-    fresh = old.updated(np.full(5000, -1, np.int64), layout, np.arange(5000))
+    fresh = FaissIndex(faiss.clone_index(old.index))  # the same cells, encoded by faiss's own add
+    fresh.index.reset()
+    fresh.index.add(layout)
     assert updated.index.ntotal == fresh.index.ntotal == 5000
     got_scores, got_rows = updated.search(layout[::7], 5)
     want_scores, want_rows = fresh.search(layout[::7], 5)
