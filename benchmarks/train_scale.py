@@ -17,7 +17,8 @@ the scores as ``labels`` rows, then `photos search NAME` over them. Works on a c
 - the classifier's class basis (real last layer, its measured probability scale 13.6),
   saved as a first `photos train` would;
 - 10 example photos whose source photos are dogs, turned into empty files so the
-  command's existence check passes (only their stored vectors are read).
+  command's existence check passes (only their stored vectors are read);
+- the per-concept search scores a `photos index` run adds (once, if the index lacks them).
 
 Prints seconds and peak RSS for the train, how many photos it stored a score for, and
 `search` latency for the new label.
@@ -43,6 +44,7 @@ from benchmarks.embedding_eval import label_of
 from benchmarks.vectors import real_embeddings
 from pipeline import vocabulary
 from pipeline.class_features import ClassBasis, class_trees, classifier_layer
+from pipeline.concept_scores import ensure_concept_scores
 from pipeline.custom_labels import STORED_MIN_SCORE, custom_bases, custom_heads, train_label
 from pipeline.search import search
 from pipeline.store import IndexStore
@@ -58,6 +60,7 @@ def prepare(index: Path, noise: float, seed: int = 0) -> list[str]:
     store = IndexStore.open(index, create=False)
     try:
         parts = sorted(store.parquet_file_names())
+        ensure_concept_scores(store)  # as a run does: an index built with --no-concepts gets them
     finally:
         store.close()
     db = sqlite3.connect(index / "index.sqlite")

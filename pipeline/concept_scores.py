@@ -286,6 +286,7 @@ class StoredConcepts:
 
     conn: Connection
     outside_names: frozenset[str]  # people and custom labels: their rows are not in the scores
+    custom_names: frozenset[str] = frozenset()  # custom labels: one row per photo, read best first
 
     @classmethod
     def load(cls, conn: Connection, min_score: float) -> StoredConcepts | None:
@@ -299,10 +300,21 @@ class StoredConcepts:
             return None
         present = set(conn.execute(text(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('people', 'custom_heads')")).scalars())
-        names: set[str] = set()
+        names: dict[str, set[str]] = {}
         for table in sorted(present):  # a fixed name from the line above, never user text
-            names.update(n for n in conn.execute(text(f"SELECT name FROM {table}")).scalars() if n)  # noqa: S608
-        return cls(conn, frozenset(names))
+            names[table] = {n for n in conn.execute(text(f"SELECT name FROM {table}")).scalars() if n}  # noqa: S608
+        custom = frozenset(names.get("custom_heads", ()))
+        return cls(conn, frozenset().union(*names.values()), custom)
+
+    def custom_label(self, label_set: frozenset[str]) -> tuple[str, int] | None:
+        """(label, rows) when ``label_set`` is one custom label, whose rows search can read best
+        first: a custom label has one row per photo, from one source (its name clashes with
+        no model label, ``custom_labels.check_name``), so a row's score is the photo's."""
+        if len(label_set) != 1 or not label_set <= self.custom_names:
+            return None
+        (label,) = label_set
+        rows = self.conn.execute(text("SELECT COUNT(*) FROM labels WHERE label = :l"), {"l": label}).scalar_one()
+        return label, int(rows)
 
     def concept_for(self, phrase: str, label_set: frozenset[str]) -> tuple[int, int] | None:
         """(id, photos) of the concept whose stored scores are the term's (``label_set``: what

@@ -1,10 +1,12 @@
 """Best first: search read from the per-concept scores, stopping once the top is known.
 
 The same results as summing label rows (:mod:`pipeline.search`), found a cheaper way when
-at least one term is a vocabulary word with stored scores (:mod:`pipeline.concept_scores`):
+at least one term is a vocabulary word with stored scores (:mod:`pipeline.concept_scores`)
+or a custom label:
 
-- one term (the *driver*) is read from ``ix_concept_scores_rank``, best first: of the
-  terms with stored scores, the one with the fewest photos;
+- one term (the *driver*) is read from ``ix_concept_scores_rank`` (a custom label: from
+  ``ix_labels_label_score``, its one row per photo), best first: of the terms read that
+  way, the one with the fewest photos;
 - every other term is looked up per candidate photo: a stored score by primary key, a
   full-text term by summing that photo's few label rows; excluded words the same way;
 - the driver is read in bands of falling score (1,000 rows, then 2,000, 4,000, ...).
@@ -40,11 +42,17 @@ ABOVE_ANY = 2.0
 @dataclass(frozen=True)
 class RankedTerm:
     """An included term: its labels, and the stored concept that scores it (None: sum labels)
-    with its number of photos."""
+    with its number of photos; or the custom label whose rows score it (one per photo)."""
 
     found: frozenset[str]
     concept: int | None
     photos: int = 0
+    custom: str | None = None
+
+    @property
+    def banded(self) -> bool:
+        """Readable best first: from its stored scores or its custom label's rows."""
+        return self.concept is not None or self.custom is not None
 
 
 @dataclass(frozen=True)
@@ -93,14 +101,13 @@ def ranked_search(conn: Connection, terms: Sequence[RankedTerm], excluded: froze
     ``within``: the photo ids ``restrict`` allows, for a full-text driver's sums.
     """
     driver = _choose_driver(conn, terms)
-    concept = terms[driver].concept
-    banded = concept is not None and not order and not extra
+    banded = terms[driver].banded and not order and not extra
     query = _query(terms, driver, excluded, min_score, extra, restrict, order, limit, within)
     upper = ABOVE_ANY
     found: dict[int, Row] = {}
     size = max(FIRST_BAND, 50 * limit)
     while True:
-        floor = _band_floor(conn, concept, min_score, upper, size) if banded else min_score
+        floor = _band_floor(conn, terms[driver], min_score, upper, size) if banded else min_score
         for r in conn.execute(query, {"floor": floor, "upper": upper}):
             found[r.id] = Row(r.id, r.path, r.width, r.height, float(r.score))
         if not banded:
@@ -116,24 +123,26 @@ def _choose_driver(conn: Connection, terms: Sequence[RankedTerm]) -> int:
     rows, counted up to the fewest stored (so a broad one costs no more than that)."""
     if len(terms) == 1:
         return 0
-    fewest = min(t.photos for t in terms if t.concept is not None)
+    fewest = min(t.photos for t in terms if t.banded)
     rows = []
     for term in terms:
-        if term.concept is not None:
+        if term.banded:
             rows.append(term.photos)
         else:
             capped = select(labels.c.photo_id).where(labels.c.label.in_(sorted(term.found))).limit(fewest + 1)
             rows.append(conn.execute(select(func.count()).select_from(capped.subquery())).scalar_one())
     # On a tie a stored term leads: it is read from its ranking, not summed.
-    return min(range(len(terms)), key=lambda i: (rows[i], terms[i].concept is None))
+    return min(range(len(terms)), key=lambda i: (rows[i], not terms[i].banded))
 
 
-def _band_floor(conn: Connection, concept: int | None, min_score: float, upper: float, size: int) -> float:
-    """The score ``size`` rows below ``upper`` in the concept's ranking (min_score if fewer are left)."""
-    query = (select(concept_scores.c.score)
-             .where(concept_scores.c.concept_id == concept, concept_scores.c.score >= min_score,
-                    concept_scores.c.score < upper)
-             .order_by(concept_scores.c.score.desc()).limit(1).offset(size))
+def _band_floor(conn: Connection, term: RankedTerm, min_score: float, upper: float, size: int) -> float:
+    """The score ``size`` rows below ``upper`` in the term's ranking (min_score if fewer are left)."""
+    if term.custom is not None:
+        score, where = labels.c.score, [labels.c.label == term.custom]
+    else:
+        score, where = concept_scores.c.score, [concept_scores.c.concept_id == term.concept]
+    query = (select(score).where(*where, score >= min_score, score < upper)
+             .order_by(score.desc()).limit(1).offset(size))
     floor = conn.execute(query).scalar()
     return min_score if floor is None else max(float(floor), min_score)
 
@@ -155,6 +164,11 @@ def _query(terms: Sequence[RankedTerm], driver: int, excluded: frozenset[str], m
                 needed |= bits_of(term.concept)
         if needed:
             conditions.append(lead.c.mask.op("&")(needed) == needed)
+    elif terms[driver].custom is not None:  # its rows are the scores: one per photo
+        lead = select(labels.c.photo_id, labels.c.score).where(
+            labels.c.label == terms[driver].custom, labels.c.score >= min_score,
+            labels.c.score >= bindparam("floor"), labels.c.score < bindparam("upper")).subquery("lead")
+        lead_score, conditions = lead.c.score, []
     else:  # a full-text term with fewer rows than any stored one: summed once, as before
         lead = summed_scores(terms[driver].found, min_score, within).subquery("lead")
         lead_score, conditions = lead.c.s, []

@@ -246,3 +246,40 @@ def test_the_writer_scores_every_batch_it_commits(tmp_path):
     assert db.execute("SELECT count(*) FROM concept_scores WHERE photo_id NOT IN (SELECT id FROM photos)"
                       ).fetchone()[0] == 0
     store.close()
+
+
+def test_a_custom_label_is_read_best_first_from_its_rows_with_the_summed_results(synthetic, tmp_path, monkeypatch):
+    """A custom label's rows (one per photo) drive the search like a stored concept: same
+    photos, order and scores as summing, alone and with words, exclusions and filters."""
+    from pipeline import search_ranked
+    from pipeline.custom_labels import custom_heads
+
+    monkeypatch.setattr(search_ranked, "FIRST_BAND", 10)  # several bands even for 900 rows (50 x limit each)
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "index.sqlite").write_bytes((synthetic / "index.sqlite").read_bytes())
+    store = IndexStore.open(tmp_path / "index", create=False)
+    try:
+        rng = random.Random(5)
+        with store.engine.begin() as conn:
+            custom_heads.metadata.create_all(conn)
+            conn.execute(text("INSERT INTO custom_heads VALUES ('our dogs', 'm', 1, '[]', '[]', 0, 1, 1, 0)"))
+            ids = conn.execute(text("SELECT id FROM photos")).scalars().all()
+            conn.execute(text("INSERT INTO labels VALUES (:p, 'our dogs', :s, 'custom', 'custom:m')"),
+                         [{"p": i, "s": round(rng.uniform(0.5, 1.0), 3)} for i in rng.sample(ids, 900)])
+            conn.execute(text("INSERT INTO label_names VALUES ('our dogs')"))
+            conn.execute(text("INSERT INTO label_fts(label) VALUES ('our dogs')"))
+        for limit in (1, 20, 500, 2000):
+            assert len(same(store, ["our dogs"], limit=limit)) == min(limit, 900)
+        for terms in (["our dogs", "beach"], ["person", "our dogs"], ["our dogs", "-person"], ["dog", "our dogs", "car"]):
+            same(store, terms, limit=50)
+        home = fold(towns(300, 7)[0]["city"])
+        words, filters = split_query(store, ["our dogs", "2024"], build_filters(place=home))
+        same(store, words, restrict=filter_clauses(filters, {home}))
+
+        def summed(*args, **kwargs):
+            raise AssertionError("the custom label was summed, not read from its rows")
+
+        monkeypatch.setattr(search_ranked, "summed_scores", summed)
+        assert len(search(store, ["our dogs"], limit=5)) == 5
+    finally:
+        store.close()
