@@ -294,9 +294,14 @@ def _apply(store: IndexStore, head: Head, vectors: VectorSet, only: set[str] | N
     with store.engine.begin() as conn:
         if only is None:
             _forget_scores(conn, head.name)
-        ids = dict(conn.execute(select(photos.c.path, photos.c.id)).all()) if wanted else {}
+        ids = dict(conn.execute(select(photos.c.path, photos.c.id)).all()) if wanted or only else {}
         values = [{"photo_id": ids[p], "label": head.name, "score": s, "source": SOURCE, "model": f"custom:{head.model}"}
                   for p, s in wanted.items() if p in ids]
+        if only is not None:  # photos scored again (e.g. by a train while a run applied it) keep one row
+            again = sorted(ids[p] for p in only if p in ids)
+            for i in range(0, len(again), 50_000):
+                conn.execute(delete(labels).where(labels.c.label == head.name, labels.c.source == SOURCE,
+                                                  labels.c.photo_id.in_(again[i:i + 50_000])))
         for i in range(0, len(values), 50_000):
             conn.execute(insert(labels), values[i:i + 50_000])
         if values and not conn.execute(select(label_names.c.label).where(label_names.c.label == head.name)).first():

@@ -28,6 +28,7 @@ from pipeline import vectors as vectors_module
 from pipeline import vocabulary
 from pipeline.custom_labels import (
     CustomLabelError,
+    apply_custom_labels,
     list_heads,
     remove_label,
     train_label,
@@ -230,6 +231,12 @@ def test_nightly_run_updates_vectors_and_scores_new_photos(library, eval_photos,
         scores = {h.path: h.score for h in search(store, ["house dogs"], limit=100, min_score=0.05)}
         assert all(str(p) in scores for p in new_dogs)  # the hook scored the new photos without `photos train`
         assert min(scores.values()) >= 0.5  # and dropped the old low score
+        with sqlite3.connect(index / "index.sqlite") as conn:
+            run_id = conn.execute("SELECT MAX(id) FROM runs").fetchone()[0]
+        apply_custom_labels(index, store, run_id)  # the run's photos scored again: still one row each
+        with sqlite3.connect(index / "index.sqlite") as conn:
+            assert not conn.execute("SELECT photo_id FROM labels WHERE label = 'house dogs' "
+                                    "GROUP BY photo_id HAVING COUNT(*) > 1").fetchall()
         remove_label(store, "house dogs")
     finally:
         store.close()

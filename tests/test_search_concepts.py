@@ -279,7 +279,18 @@ def test_a_custom_label_is_read_best_first_from_its_rows_with_the_summed_results
         def summed(*args, **kwargs):
             raise AssertionError("the custom label was summed, not read from its rows")
 
-        monkeypatch.setattr(search_ranked, "summed_scores", summed)
-        assert len(search(store, ["our dogs"], limit=5)) == 5
+        with monkeypatch.context() as patched:
+            patched.setattr(search_ranked, "summed_scores", summed)
+            assert len(search(store, ["our dogs"], limit=5)) == 5
+        # Rows that break "one custom row per photo" make the label summed, with the same results:
+        # a second row for a photo, a person named like it, a model label spelled like it.
+        for source, photo in (("custom", "(SELECT MIN(photo_id) FROM labels WHERE label = 'our dogs')"),
+                              (PEOPLE_SOURCE, "(SELECT MAX(photo_id) FROM labels WHERE label = 'our dogs')"),
+                              ("classify", "(SELECT MIN(id) FROM photos)")):
+            with store.engine.begin() as conn:
+                conn.execute(text(f"INSERT INTO labels VALUES ({photo}, 'our dogs', 0.97, :s, 'x')"), {"s": source})
+            for limit in (1, 20, 2000):
+                same(store, ["our dogs"], limit=limit)
+            same(store, ["our dogs", "person"], limit=50)
     finally:
         store.close()
