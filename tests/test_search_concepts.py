@@ -282,10 +282,9 @@ def test_a_custom_label_is_read_best_first_from_its_rows_with_the_summed_results
         with monkeypatch.context() as patched:
             patched.setattr(search_ranked, "summed_scores", summed)
             assert len(search(store, ["our dogs"], limit=5)) == 5
-        # Rows that break "one custom row per photo" make the label summed, with the same results:
-        # a second row for a photo, a person named like it, a model label spelled like it.
-        for source, photo in (("custom", "(SELECT MIN(photo_id) FROM labels WHERE label = 'our dogs')"),
-                              (PEOPLE_SOURCE, "(SELECT MAX(photo_id) FROM labels WHERE label = 'our dogs')"),
+        # Rows not from `photos train` make the label summed, with the same results: a person
+        # named like it, a model label spelled like it.
+        for source, photo in ((PEOPLE_SOURCE, "(SELECT MAX(photo_id) FROM labels WHERE label = 'our dogs')"),
                               ("classify", "(SELECT MIN(id) FROM photos)")):
             with store.engine.begin() as conn:
                 conn.execute(text(f"INSERT INTO labels VALUES ({photo}, 'our dogs', 0.97, :s, 'x')"), {"s": source})
