@@ -142,7 +142,9 @@ def search(store: IndexStore, raw_terms: Sequence[str], limit: int = 20, min_sco
     has it (:mod:`pipeline.search_ranked`); False sums label rows, the reference the fast
     way is tested against.
     """
-    terms = parse_query(raw_terms) if raw_terms or not (objects_of or restrict or persons) else []
+    # Terms without a word ("", "--") are nothing to search for: with filters they are ignored.
+    worded = any(_WORD.search(raw) for raw in raw_terms)
+    terms = parse_query(raw_terms) if worded or not (objects_of or restrict or persons) else []
     include = [(t, matching_labels(store, t)) for t in terms if not t.exclude]
     exclude = set().union(*(matching_labels(store, t) for t in terms if t.exclude))
     boxed = [matching_labels(store, t) for t in parse_query(objects_of)] if objects_of else []
