@@ -57,7 +57,7 @@ from pipeline.class_features import FEATURES, ClassBasis, build_basis, classifie
 from pipeline.errors import PhotosError
 from pipeline.label_heads import CustomLabelError, Head, cross_validate, fit_folds, fit_unlabelled
 from pipeline.pathnames import path_text
-from pipeline.store import IndexStore, label_names, labels, photos
+from pipeline.store import IndexStore, label_names, labels, photos, table_exists
 from pipeline.vectors import VectorSet, open_vectors
 
 SOURCE = "custom"
@@ -223,6 +223,9 @@ def check_name(store: IndexStore, raw: str) -> str:
         raise CustomLabelError(f"{name!r} is a model label already; choose another name")
     fts = " ".join('"' + w + '"' for w in re.findall(r"\w+", name))
     with store.engine.connect() as conn:
+        if table_exists(conn, "people") and conn.execute(
+                text("SELECT 1 FROM people WHERE lower(name) = :n"), {"n": name}).first():
+            raise CustomLabelError(f"{name!r} is the name of a person (`photos people`); choose another name")
         others = set(conn.execute(text("SELECT label FROM label_fts WHERE label_fts MATCH :q"), {"q": fts}).scalars())
     others.discard(name)
     if others:

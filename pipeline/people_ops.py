@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from pipeline.errors import QueryError
 from pipeline.people import GroupingSettings, group_new
@@ -27,7 +27,7 @@ from pipeline.people_store import (
     refresh_labels,
     set_person,
 )
-from pipeline.store import IndexStore, photos
+from pipeline.store import IndexStore, photos, table_exists
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,9 @@ def name_person(store: IndexStore, person_id: int, name: str) -> None:
         if other is not None:
             raise QueryError(f"{name!r} is already person {other}; use `photos people merge {other} {person_id}` "
                              "if they are the same person")
+        if table_exists(conn, "custom_heads") and conn.execute(  # a search word already: both would match it
+                text("SELECT 1 FROM custom_heads WHERE name = :n"), {"n": " ".join(name.lower().split())}).first():
+            raise QueryError(f"{name!r} is a custom label (`photos labels`); choose another name")
         conn.execute(update(people).where(people.c.id == person_id).values(name=name))
         refresh_labels(conn, _photo_ids_of(conn, person_id))
 

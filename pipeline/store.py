@@ -218,6 +218,12 @@ class Batch:
     hooks: Sequence[Callable[[Any, dict[str, int]], None]] = ()
 
 
+def table_exists(conn: Any, table: str) -> bool:
+    """Whether the index has ``table`` (tables of optional features are made on first use)."""
+    return conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"),
+                        {"t": table}).first() is not None
+
+
 def label_row(path: str, label: str, score: float, source: str, model: str) -> IndexRow:
     """A ``labels`` row: one searchable label of a photo, from ``source`` (a task)."""
     return IndexRow("labels", path, {"label": label, "score": score, "source": source, "model": model})

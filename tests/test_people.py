@@ -120,10 +120,17 @@ def test_people_from_real_faces_named_searched_merged_forgotten(tmp_path, face_r
     assert {Path(h.path).parent.name for h in search(store, ["george"])} == {"George_W_Bush"}
     assert len(search(store, ["george"])) == 3 and search(store, ["george", "colin"]) == []
     assert len(search(store, [], persons=["COLIN"])) == 3
-    store.close()
     # bad input to `people name`: exit 2 with a message, nothing changed
+    from pipeline.custom_labels import CustomLabelError, check_name, custom_heads
+
+    with store.engine.begin() as conn:  # a custom label's name is a search word too
+        custom_heads.metadata.create_all(conn)
+        conn.exec_driver_sql("INSERT INTO custom_heads VALUES ('our dog', 'm', 1, '[]', '[]', 0, 1, 1, 0)")
+    with pytest.raises(CustomLabelError, match="name of a person"):  # and the other way round
+        check_name(store, "George")
+    store.close()
     for args, message in [(("999", "X"), "no person with id 999"), ((str(bush), "  "), "visible character"),
-                          ((str(bush), "colin"), "already person")]:
+                          ((str(bush), "colin"), "already person"), ((str(bush), "Our  Dog"), "custom label")]:
         result = CliRunner().invoke(cli, ["people", "name", *args, "--index", str(index)])
         assert result.exit_code == 2 and message in result.output
     # remove-face: that face leaves George and is not grouped back by the next pass
