@@ -76,6 +76,9 @@ SCALE_PHOTOS = 2000
 """Photos whose stored top-1 score fits the class basis's probability scale (at most)."""
 CHUNK = 10_000
 """Photos scored at a time (their features take 17 KB each)."""
+PARAMETERS = 10_000
+"""Photo ids bound in one ``IN (...)``: SQLite's default limit is 32,766 parameters a statement
+(this machine's build allows more, others may not)."""
 _NAME = re.compile(r"^[a-z0-9]+(?:[ _-][a-z0-9]+)*$")
 
 _metadata = MetaData()
@@ -271,7 +274,7 @@ def apply_custom_labels(index_dir: Path, store: IndexStore, run_id: int) -> int:
         for r in rows:
             conn.execute(delete(labels).where(labels.c.label == r["name"], labels.c.source == SOURCE,
                                               labels.c.score < STORED_MIN_SCORE))
-        fresh = set(conn.execute(select(photos.c.path).where(photos.c.run_id == run_id)).scalars())
+        fresh = dict(conn.execute(select(photos.c.path, photos.c.id).where(photos.c.run_id == run_id)).all())
     if not fresh:
         return 0
     vectors = open_vectors(index_dir, store)
@@ -283,8 +286,9 @@ def apply_custom_labels(index_dir: Path, store: IndexStore, run_id: int) -> int:
     return scored
 
 
-def _apply(store: IndexStore, head: Head, vectors: VectorSet, only: set[str] | None) -> tuple[int, int]:
-    """Store ``head``'s scores for every photo (or those in ``only``); (scored, scoring >= 0.5)."""
+def _apply(store: IndexStore, head: Head, vectors: VectorSet, only: dict[str, int] | None) -> tuple[int, int]:
+    """Store ``head``'s scores for every photo (or those in ``only``: path -> photo id);
+    (scored, scoring >= 0.5)."""
     if head.model and vectors.model and head.model != vectors.model:
         raise CustomLabelError(f"custom label {head.name!r} was trained on {head.model} embeddings but the index "
                                f"now holds {vectors.model}'s: train it again")
@@ -297,14 +301,15 @@ def _apply(store: IndexStore, head: Head, vectors: VectorSet, only: set[str] | N
     with store.engine.begin() as conn:
         if only is None:
             _forget_scores(conn, head.name)
-        ids = dict(conn.execute(select(photos.c.path, photos.c.id)).all()) if wanted or only else {}
+        # The nightly hook knows its photos' ids; only a train, scoring every photo, reads them all.
+        ids = only if only is not None else dict(conn.execute(select(photos.c.path, photos.c.id)).all()) if wanted else {}
         values = [{"photo_id": ids[p], "label": head.name, "score": s, "source": SOURCE, "model": f"custom:{head.model}"}
                   for p, s in wanted.items() if p in ids]
         if only is not None:  # photos scored again (e.g. by a train while a run applied it) keep one row
-            again = sorted(ids[p] for p in only if p in ids)
-            for i in range(0, len(again), 50_000):
+            again = sorted(only.values())
+            for i in range(0, len(again), PARAMETERS):
                 conn.execute(delete(labels).where(labels.c.label == head.name, labels.c.source == SOURCE,
-                                                  labels.c.photo_id.in_(again[i:i + 50_000])))
+                                                  labels.c.photo_id.in_(again[i:i + PARAMETERS])))
         for i in range(0, len(values), 50_000):
             conn.execute(insert(labels), values[i:i + 50_000])
         if values and not conn.execute(select(label_names.c.label).where(label_names.c.label == head.name)).first():
