@@ -81,9 +81,7 @@ class FaissIndex:
             index: faiss.Index = faiss.IndexFlatIP(d)
         else:
             nlist = ivf_nlist(n)
-            quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                                  faiss.METRIC_INNER_PRODUCT)
+            index = _fp16_ivf(faiss.IndexFlatIP(d), nlist)
             rng = np.random.default_rng(seed)
             sample = vectors[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))]
             index.train(np.ascontiguousarray(sample, dtype=np.float32))
@@ -103,8 +101,7 @@ class FaissIndex:
         centroids = old.quantizer.reconstruct_n(0, old.nlist)
         quantizer = faiss.IndexFlatIP(old.d)
         quantizer.add(centroids)
-        index = faiss.IndexIVFScalarQuantizer(quantizer, old.d, old.nlist, faiss.ScalarQuantizer.QT_fp16,
-                                              faiss.METRIC_INNER_PRODUCT)
+        index = _fp16_ivf(quantizer, old.nlist)
         index.train(centroids)  # the quantizer already holds nlist centroids: no k-means, fp16 needs none
         index.nprobe = old.nprobe
         source, target = old.invlists, index.invlists
@@ -191,6 +188,13 @@ class FaissIndex:
         return [(i, j, s) for (i, j), s in found.items()]
 
 
+def _fp16_ivf(quantizer: faiss.IndexFlatIP, nlist: int) -> faiss.IndexIVFScalarQuantizer:
+    """The IVF index every cache holds above flat size: cosine (inner product on unit vectors),
+    residuals to the cell centre stored as float16."""
+    return faiss.IndexIVFScalarQuantizer(quantizer, quantizer.d, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                         faiss.METRIC_INNER_PRODUCT)
+
+
 @dataclass
 class VectorSet:
     """Every indexed photo's embedding, in one model's space, with its faiss index."""
@@ -246,8 +250,7 @@ def _read_index(folder: Path) -> FaissIndex:
     return FaissIndex(faiss.read_index(str(folder / "faiss.index"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY))
 
 
-def _refresh(index_dir: Path, store: IndexStore, kind: str = "auto",
-                    state: dict[str, Any] | None = None) -> VectorSet:
+def _refresh(index_dir: Path, store: IndexStore, kind: str, state: dict[str, Any] | None) -> VectorSet:
     """Bring the cache in step with the Parquet parts, reusing the parts it already holds."""
     folder = Path(index_dir) / VECTORS_DIR
     parts = sorted(store.parquet_file_names())
@@ -314,7 +317,7 @@ def _updated_index(old: FaissIndex, state: dict[str, Any], ranges: dict[str, tup
     ivf = old.index
     if not (isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.sq.qtype == faiss.ScalarQuantizer.QT_fp16
             and ivf.by_residual and ivf.d == vectors.shape[1]):
-        return None  # codes another way than updated() writes them
+        return None  # coded another way than _fp16_ivf, which updated() writes
     moved = np.full(ivf.ntotal, -1, np.int64)
     new_rows: list[np.ndarray] = []
     for part, (start, count) in ranges.items():
