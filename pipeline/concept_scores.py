@@ -21,9 +21,9 @@ Tables, created on first use in their own metadata (an index without them still 
 - ``concepts``: one row per label set; ``labels``, its sorted JSON list, is the key;
   ``photos`` about how many photos have a score (search starts from the rarest word);
 - ``concept_labels``: (label, concept) pairs, to sum a photo's labels per concept in SQL;
-- ``concept_scores``: (photo, concept) -> score, deleted with the photo; ``mask`` has bit
-  two bits set for every concept the photo has a row for (:data:`MASK_BITS`) (the same on each of the
-  photo's rows), so a search for "dog beach" reads "dog"'s ranking and skips, without a
+- ``concept_scores``: (photo, concept) -> score, deleted with the photo; ``mask`` has two
+  bits set for every concept the photo has a row for (:data:`MASK_BITS`; the same on each of
+  the photo's rows), so a search for "dog beach" reads "dog"'s ranking and skips, without a
   lookup, the photos that have no "beach" row;
 - ``concept_state``: ``covered_through``, the highest photo id scored. A photo above it
   was committed without the writer's hook (by an older photos, or a caller of

@@ -169,7 +169,7 @@ def evaluate_index(store: IndexStore, index_dir: Path, annotations_path: Path, i
             predicted = decode_mask(segmentation)
             truth_m = truth_mask(anns, names, categories, (image["width"], image["height"]),
                                  (predicted.shape[1], predicted.shape[0]))
-            shown, was_limited = shown_mask(record)
+            shown, was_limited = shown_mask(record, predicted)
             limited |= was_limited
             drawn.add(shown, truth_m, categories)
             stored.add(predicted, truth_m, categories)

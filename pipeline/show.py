@@ -46,15 +46,16 @@ def open_upright(path: str) -> Image.Image:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 
-def shown_mask(record: dict[str, Any]) -> tuple[np.ndarray, bool]:
+def shown_mask(record: dict[str, Any], stored: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """The record's class mask as drawn, and whether it was limited to detected boxes.
 
     For a segmenter whose wrapper sets ``mask_needs_boxes`` (Selfie), pixels of a class
     outside every detected box of that class become background. Where no detector ran
     (``objects`` is None) nothing can confirm or deny the mask, so it is drawn as stored.
+    ``stored``: the record's mask already decoded (left unchanged), to save decoding it again.
     """
     segmentation = record["segmentation"]
-    mask = decode_mask(segmentation)
+    mask = decode_mask(segmentation) if stored is None else stored
     model = (record.get("models") or {}).get("segment")
     objects = record.get("objects")
     if model is None or objects is None or not getattr(wrapper_named("segment", model), "mask_needs_boxes", False):
