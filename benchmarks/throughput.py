@@ -267,6 +267,9 @@ class _Clock:
     def skipped(self, tasks) -> None:
         pass
 
+    def substituted(self, tasks) -> None:
+        pass
+
     def advanced(self, photos: int) -> None:
         self.marks.append((time.perf_counter(), self.marks[-1][1] + photos))
 

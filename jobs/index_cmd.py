@@ -66,6 +66,10 @@ class _ProgressBar:
             for line in warning_lines(task, message):
                 click.secho(line, fg="yellow", err=True)
 
+    def substituted(self, tasks: dict[str, str]) -> None:
+        for message in tasks.values():
+            click.secho(f"NOTE: {message}.", fg="yellow", err=True)
+
     def advanced(self, photos: int) -> None:
         if self.bar is not None:
             self.bar.update(photos)

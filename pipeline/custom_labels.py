@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
@@ -58,7 +58,9 @@ from pipeline.errors import PhotosError
 from pipeline.label_heads import CustomLabelError, Head, cross_validate, fit_folds, fit_unlabelled
 from pipeline.pathnames import path_text
 from pipeline.store import IndexStore, label_names, labels, photos, table_exists
-from pipeline.vectors import VectorSet, open_vectors
+
+if TYPE_CHECKING:
+    from pipeline.vectors import VectorSet
 
 SOURCE = "custom"
 MIN_EXAMPLES = 3
@@ -120,6 +122,8 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
                 negatives: Sequence[str] = (), seed: int = 0) -> TrainReport:
     """Fit, cross-validate, store and apply the custom label ``name`` (replacing one of that name)."""
     started = time.perf_counter()
+    from pipeline.vectors import open_vectors  # faiss loads only where labels are trained or applied
+
     name = check_name(store, name)
     vectors = open_vectors(index_dir, store)
     positive_rows = _rows(vectors, _expand(examples), "example")
@@ -277,6 +281,8 @@ def apply_custom_labels(index_dir: Path, store: IndexStore, run_id: int) -> int:
         fresh = dict(conn.execute(select(photos.c.path, photos.c.id).where(photos.c.run_id == run_id)).all())
     if not fresh:
         return 0
+    from pipeline.vectors import open_vectors  # here, not at import: a nightly run without labels needs no faiss
+
     vectors = open_vectors(index_dir, store)
     basis = saved_basis(store, vectors.model) if vectors.model else None
     scored = 0

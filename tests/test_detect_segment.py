@@ -35,6 +35,7 @@ from pipeline.settings import IndexSettings
 from pipeline.store import IndexStore
 from tests.conftest import copy_photos
 
+HUMAN_MODELS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "human-models-3.0.4"
 DETECTOR, SEGMENTER = "fasterrcnn_mobilenet_v3_large_320_fpn", "lraspp_mobilenet_v3_large"
 
 
@@ -116,10 +117,28 @@ def test_strict_models_and_all_missing_are_errors(tmp_path, untrained, monkeypat
     settings = settings_for(tmp_path, tmp_path / "index", weights, strict_models=True)
     with pytest.raises(WeightsMissingError, match="--strict-models.*nanodet"):
         select_models(settings, gpu=False, specs={"segment": specs["segment"]})
-    chosen, skipped = select_models(settings_for(tmp_path, tmp_path / "i", weights), False, {"segment": specs["segment"]})
+    chosen, skipped, substituted = select_models(settings_for(tmp_path, tmp_path / "i", weights), False,
+                                                 {"segment": specs["segment"]})
     assert set(chosen) == {"classify", "segment"} and "photos models download" in skipped["detect"]
+    assert substituted == {}
     with pytest.raises(WeightsMissingError, match="no selected task can run"):
         select_models(settings_for(tmp_path, tmp_path / "i", weights, tasks=("detect",)), False)
+
+
+def test_a_gpu_without_the_torchvision_weights_runs_the_cpu_defaults(tmp_path, monkeypatch):
+    """An offline GPU machine with only the npm files: NanoDet and Selfie run, and say why;
+    a model the user named is never swapped for another."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no hub cache, no network
+    settings = settings_for(tmp_path, tmp_path / "i", HUMAN_MODELS, tasks=("detect", "segment"))
+    chosen, skipped, substituted = select_models(settings, gpu=True)
+    assert {task: spec.name for task, spec in chosen.items()} == {"detect": "nanodet", "segment": "selfie"}
+    assert skipped == {}
+    assert "detect runs nanodet, the CPU default" in substituted["detect"]
+    assert "photos models download fasterrcnn_resnet50_fpn_v2" in substituted["detect"]
+    named = settings_for(tmp_path, tmp_path / "i", HUMAN_MODELS, tasks=("detect", "segment"),
+                         models={"detect": "fasterrcnn_resnet50_fpn_v2"})
+    chosen, skipped, substituted = select_models(named, gpu=True)
+    assert set(chosen) == {"segment"} and set(skipped) == {"detect"} and set(substituted) == {"segment"}
 
 
 # -- the whole path -------------------------------------------------------------------
