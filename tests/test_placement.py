@@ -30,6 +30,17 @@ def test_actor_pool_is_sized_to_the_cluster(cluster, gpu, settings, expected):
     assert plan_placement(IndexSettings(**settings), cluster, gpu) == expected
 
 
+def test_light_models_share_a_gpu_four_ways_unless_told():
+    light = [ModelPlan(task, get_spec(name))
+             for task, name in (("classify", "efficientnet_lite0"), ("detect", "nanodet"), ("segment", "selfie"))]
+    heavy = [*light[:2], ModelPlan("segment", get_spec("deeplabv3_resnet50"))]
+    cluster = {"CPU": 16, "GPU": 2}
+    assert plan_placement(IndexSettings(), cluster, True, light) == Placement(8, 0.25, 0.0)
+    assert plan_placement(IndexSettings(), cluster, True, heavy) == Placement(2, 1.0, 0.0)
+    assert plan_placement(IndexSettings(gpus_per_actor=1.0), cluster, True, light) == Placement(2, 1.0, 0.0)
+    assert plan_placement(IndexSettings(), {"CPU": 16}, False, light) == Placement(8, 0.0, 1.0)
+
+
 def test_precision_choices():
     assert autocast_dtype("auto", bf16_supported=True) is torch.bfloat16
     assert autocast_dtype("auto", bf16_supported=False) is torch.float16  # a T4
@@ -72,10 +83,13 @@ def test_gpu_precision_leaves_the_cpu_path_fp32_and_channels_last_keeps_the_labe
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_mixed_precision_on_gpu_keeps_the_labels(eval_photos, monkeypatch):
+    """bf16 may swap a near tie: on an H200 it called the husky photo (fp32: Bernese
+    mountain dog 0.084, Shetland sheepdog 0.073) a sheepdog; every clear top-1 stays."""
     batch = _decoded(eval_photos[::50])
     gpu = _stage(ComputeOptions("auto", channels_last=True))
     assert gpu.autocast in (torch.bfloat16, torch.float16)
     monkeypatch.setattr("pipeline.inference.pick_device", lambda: "cpu")
     cpu = _stage(ComputeOptions())
-    top1 = lambda table: [labels[0]["label"] for labels in table["labels"].to_pylist()]  # noqa: E731
-    assert top1(gpu(batch)) == top1(cpu(batch))
+    for got, want in zip(gpu(batch)["labels"].to_pylist(), cpu(batch)["labels"].to_pylist()):
+        tied = {w["label"] for w in want if w["score"] >= want[0]["score"] - 0.02}
+        assert got[0]["label"] in tied, (got[:2], want[:2])
