@@ -8,6 +8,7 @@ real ones would. The classifier is the real EfficientNet-Lite0.
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -71,11 +72,20 @@ def test_boxes_scale_from_working_image_to_original_pixels():
 
 
 def test_mask_png_round_trips_exactly():
+    """Every bit depth (1 bit for a person mask, 8 for VOC's 21 classes), read as greyscale
+    or as palette indices; and a record written as 8-bit greyscale by an older version."""
     rng = np.random.default_rng(1)
-    for shape in [(1, 1), (384, 512), (512, 37)]:
-        mask = rng.integers(0, 21, shape, dtype=np.uint8)
-        record = {"encoding": "png-gray8", "mask": encode_mask(mask)}
-        assert np.array_equal(decode_mask(record), mask)
+    for top in (0, 1, 3, 15, 20, 255):
+        for shape in [(1, 1), (384, 512), (512, 37)]:
+            mask = rng.integers(0, top + 1, shape, dtype=np.uint8)
+            encoded = encode_mask(mask)
+            assert np.array_equal(decode_mask({"encoding": "png-gray8", "mask": encoded}), mask)
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded))), mask)
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG", optimize=True)
+    assert np.array_equal(decode_mask({"encoding": "png-gray8", "mask": buffer.getvalue()}), mask)
+    bit_depth = lambda mask: encode_mask(mask)[24]  # noqa: E731 - the PNG header's IHDR field
+    assert [bit_depth(np.full((4, 4), top, np.uint8)) for top in (1, 3, 15, 20)] == [1, 2, 4, 8]
     assert mask_shape((1200, 1600), 512) == (512, 384) and mask_shape((100, 50), 512) == (50, 100)
 
 
