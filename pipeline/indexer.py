@@ -124,9 +124,11 @@ def select_models(settings: IndexSettings, gpu: bool, specs: Mapping[str, ModelS
         except WeightsMissingError:
             continue
         available[task] = fallback
-        substituted[task] = (f"{task} runs {fallback.name}, the CPU default, on the GPU: {skipped.pop(task)}. "
-                             f"`photos models download {spec.name}` to use the GPU default; the next run "
-                             f"re-runs {task} with it")
+        del skipped[task]
+        substituted[task] = (f"{task} runs {fallback.name}, the CPU default, on the GPU: {spec.name}, the GPU "
+                             f"default, has no weights here{' and its download failed' if spec.url else ''}. "
+                             f"`photos models download {spec.name}` (see `photos models list`) to use it; "
+                             f"the next run re-runs {task} with it")
     if skipped and (settings.strict_models or not available):
         reason = "--strict-models is set" if available else "no selected task can run"
         raise WeightsMissingError(f"{reason}; " + "; ".join(f"{t}: {m}" for t, m in skipped.items()))
