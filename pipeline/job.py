@@ -124,24 +124,35 @@ class Placement:
 # Models whose GPU pass takes well under a millisecond a photo, so that an actor's time
 # goes to the CPU work around it (preprocessing, mask encoding): on an H200 with 16 CPUs,
 # 1,080 photos with all three indexed at 21.6 photos/s with one actor per GPU, 30.1 with
-# four and 32.9 with eight, start-up included (`python -m benchmarks.gpu_share`).
+# four and 32.9 with eight, start-up included (`python -m benchmarks.gpu_share`). Measured
+# models, not "the CPU defaults": a new CPU default joins once measured.
 LIGHT_MODELS = frozenset({"efficientnet_lite0", "nanodet", "selfie"})
 LIGHT_GPU_SHARE = 0.25
+
+
+def gpu_share(settings: IndexSettings, cluster: Mapping[str, float], plans: Sequence[ModelPlan]) -> float:
+    """GPUs per model actor: ``gpus_per_actor`` if set; else 1, or for :data:`LIGHT_MODELS`
+    :data:`LIGHT_GPU_SHARE` but at most one actor per two CPUs (a g6.xlarge's 4 CPUs and 1
+    GPU: 2 actors), since those actors work on the CPU and decoding needs CPUs too."""
+    if settings.gpus_per_actor is not None:
+        return settings.gpus_per_actor
+    if not plans or any(plan.spec.name not in LIGHT_MODELS for plan in plans):
+        return 1.0
+    gpus, cpus = cluster.get("GPU", 0), cluster.get("CPU", 0)
+    return min(1.0, max(LIGHT_GPU_SHARE, 2 * gpus / cpus if cpus else 1.0))
 
 
 def plan_placement(settings: IndexSettings, cluster: Mapping[str, float], gpu: bool,
                    plans: Sequence[ModelPlan] = ()) -> Placement:
     """Size the actor pool to ``cluster`` (Ray's resource totals) unless ``num_actors`` is set.
 
-    With GPUs: as many actors as fit, ``GPU / gpus_per_actor``; they reserve no CPU, which
-    is left to decoding. Unset, ``gpus_per_actor`` is 1, or :data:`LIGHT_GPU_SHARE` when all
-    ``plans`` run :data:`LIGHT_MODELS`. Without GPUs: half the CPUs go to actors and half
-    stay for the decode tasks that feed them, since a pool that takes every CPU starves its
-    own input; a starting point, which ``--actors`` overrides.
+    With GPUs: as many actors as fit, ``GPU /`` :func:`gpu_share`; they reserve no CPU,
+    which is left to decoding. Without: half the CPUs go to actors and half stay for the
+    decode tasks that feed them, since a pool that takes every CPU starves its own input; a
+    starting point, which ``--actors`` overrides.
     """
     if gpu:
-        light = bool(plans) and all(plan.spec.name in LIGHT_MODELS for plan in plans)
-        per = settings.gpus_per_actor or (LIGHT_GPU_SHARE if light else 1.0)
+        per = gpu_share(settings, cluster, plans)
         fit = math.floor(cluster.get("GPU", 0) / per + 1e-9)  # 1 / 0.1 is 9.999...
         return Placement(settings.num_actors or max(1, fit), per, 0.0)
     fit = math.floor(cluster.get("CPU", 0) / 2 / settings.actor_cpus)

@@ -75,7 +75,7 @@ class IndexSettings:
         "GPUs each model actor reserves where the cluster has GPUs; 0.5 shares a GPU between two. "
         "Default: 1, or 0.25 when every model is a light CPU default (EfficientNet-Lite0, NanoDet, "
         "Selfie), whose actors spend their time on the CPU around a sub-millisecond GPU pass: four "
-        "per GPU indexed 1.4x faster end to end (H200).",
+        "per GPU indexed 1.4x faster end to end (H200), at most one per two CPUs.",
     )
     precision: str = _setting(
         "auto",

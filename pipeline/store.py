@@ -312,6 +312,15 @@ class IndexStore:
                 ).returning(runs.c.id)
             ).scalar_one()
 
+    def models_run(self) -> dict[str, set[str]]:
+        """task -> the names of the models earlier runs chose for it."""
+        used: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for (models,) in conn.execute(select(runs.c.models)):
+                for task, name in json.loads(models).items():
+                    used.setdefault(task, set()).add(name)
+        return used
+
     def finish_run(self, run_id: int, status: str, **counts: float) -> None:
         with self.engine.begin() as conn:
             conn.execute(

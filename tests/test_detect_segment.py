@@ -81,9 +81,10 @@ def test_mask_png_round_trips_exactly():
             encoded = encode_mask(mask)
             assert np.array_equal(decode_mask({"encoding": "png-gray8", "mask": encoded}), mask)
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded))), mask)
+    old_style = rng.integers(0, 21, (60, 80), dtype=np.uint8)  # what earlier versions wrote
     buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG", optimize=True)
-    assert np.array_equal(decode_mask({"encoding": "png-gray8", "mask": buffer.getvalue()}), mask)
+    Image.fromarray(old_style).save(buffer, format="PNG", optimize=True)
+    assert np.array_equal(decode_mask({"encoding": "png-gray8", "mask": buffer.getvalue()}), old_style)
     bit_depth = lambda mask: encode_mask(mask)[24]  # noqa: E731 - the PNG header's IHDR field
     assert [bit_depth(np.full((4, 4), top, np.uint8)) for top in (1, 3, 15, 20)] == [1, 2, 4, 8]
     assert mask_shape((1200, 1600), 512) == (512, 384) and mask_shape((100, 50), 512) == (50, 100)
@@ -137,18 +138,24 @@ def test_strict_models_and_all_missing_are_errors(tmp_path, untrained, monkeypat
 
 def test_a_gpu_without_the_torchvision_weights_runs_the_cpu_defaults(tmp_path, monkeypatch):
     """An offline GPU machine with only the npm files: NanoDet and Selfie run, and say why;
-    a model the user named is never swapped for another."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no hub cache, no network
-    settings = settings_for(tmp_path, tmp_path / "i", HUMAN_MODELS, tasks=("detect", "segment"))
-    chosen, skipped, substituted = select_models(settings, gpu=True)
+    never a model the user named, never under --strict-models, and never on an index whose
+    earlier runs used the GPU default (skipping keeps those results; swapping re-runs all)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no hub cache
+    for proxy in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY"):  # downloads fail at once, as offline
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    settings = lambda **kw: settings_for(tmp_path, tmp_path / "i", HUMAN_MODELS,  # noqa: E731
+                                          tasks=("detect", "segment"), **kw)
+    chosen, skipped, substituted = select_models(settings(), gpu=True)
     assert {task: spec.name for task, spec in chosen.items()} == {"detect": "nanodet", "segment": "selfie"}
     assert skipped == {}
     assert "detect runs nanodet, the CPU default" in substituted["detect"]
-    assert "photos models download fasterrcnn_resnet50_fpn_v2" in substituted["detect"]
-    named = settings_for(tmp_path, tmp_path / "i", HUMAN_MODELS, tasks=("detect", "segment"),
-                         models={"detect": "fasterrcnn_resnet50_fpn_v2"})
-    chosen, skipped, substituted = select_models(named, gpu=True)
+    assert "photos models download fasterrcnn_resnet50_fpn_v2 --to DIR" in substituted["detect"]
+    chosen, skipped, substituted = select_models(settings(models={"detect": "fasterrcnn_resnet50_fpn_v2"}), gpu=True)
     assert set(chosen) == {"segment"} and set(skipped) == {"detect"} and set(substituted) == {"segment"}
+    chosen, skipped, substituted = select_models(settings(), gpu=True, models_run={"detect": {"fasterrcnn_resnet50_fpn_v2"}})
+    assert set(chosen) == {"segment"} and set(skipped) == {"detect"} and set(substituted) == {"segment"}
+    with pytest.raises(WeightsMissingError, match="no selected task can run; detect: .*fasterrcnn_resnet50_fpn_v2"):
+        select_models(settings(strict_models=True), gpu=True)
 
 
 # -- the whole path -------------------------------------------------------------------

@@ -39,6 +39,9 @@ def test_light_models_share_a_gpu_four_ways_unless_told():
     assert plan_placement(IndexSettings(), cluster, True, heavy) == Placement(2, 1.0, 0.0)
     assert plan_placement(IndexSettings(gpus_per_actor=1.0), cluster, True, light) == Placement(2, 1.0, 0.0)
     assert plan_placement(IndexSettings(), {"CPU": 16}, False, light) == Placement(8, 0.0, 1.0)
+    assert plan_placement(IndexSettings(), {"CPU": 4, "GPU": 1}, True, light) == Placement(2, 0.5, 0.0)  # g6.xlarge
+    assert plan_placement(IndexSettings(), {"CPU": 1, "GPU": 1}, True, light) == Placement(1, 1.0, 0.0)
+    assert plan_placement(IndexSettings(num_actors=8), cluster, True, light) == Placement(8, 0.25, 0.0)  # 2 GPUs' worth
 
 
 def test_precision_choices():
