@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,11 @@ def test_a_gpu_without_the_torchvision_weights_runs_the_cpu_defaults(tmp_path, m
     never a model the user named, never under --strict-models, and never on an index whose
     earlier runs used the GPU default (skipping keeps those results; swapping re-runs all)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no hub cache
-    for proxy in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY"):  # downloads fail at once, as offline
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # hub downloads (https) fail at once, as offline
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    # urlopen keeps the first opener it builds, with the proxies of that moment: dropped at
+    # teardown, so later tests (the npm mirror's local server) see their own environment.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     settings = lambda **kw: settings_for(tmp_path, tmp_path / "i", HUMAN_MODELS,  # noqa: E731
                                           tasks=("detect", "segment"), **kw)
     chosen, skipped, substituted = select_models(settings(), gpu=True)
