@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,21 +27,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.throughput import hard_linked_copies
+
 COCO = Path(__file__).resolve().parents[2] / "shared" / "eval" / "coco64" / "images"
 CLI = [sys.executable, "-c", "from jobs.cli import main; main()"]
 WORDS = ("person", "dog", "car", "cup", "umbrella", "bowl")
-
-
-def hard_linked_library(target: Path, copies: int) -> int:
-    photos = sorted(COCO.glob("*.jpg"))
-    for i in range(copies):
-        (target / f"copy{i}").mkdir(parents=True)
-        for photo in photos:
-            try:
-                os.link(photo, target / f"copy{i}" / photo.name)
-            except OSError:  # another file system: a copy costs disk, not the figures
-                shutil.copyfile(photo, target / f"copy{i}" / photo.name)
-    return len(photos) * copies
 
 
 def index_rate(library: Path, index: Path, photos: int, share: str, weights_dir: Path | None) -> float:
@@ -72,11 +60,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         print("no CUDA GPU here: --gpus-per-actor changes nothing on a CPU-only machine")
     with tempfile.TemporaryDirectory() as tmp:
-        photos = hard_linked_library(Path(tmp) / "library", args.copies)
+        library = hard_linked_copies(COCO, Path(tmp) / "library", args.copies)
+        photos = len(list(COCO.glob("*.jpg"))) * args.copies
         rates, hits = {}, {}
         for share in args.shares:
             index = Path(tmp) / f"index-{share}"
-            rates[share] = index_rate(Path(tmp) / "library", index, photos, share, args.weights_dir)
+            rates[share] = index_rate(library, index, photos, share, args.weights_dir)
             hits[share] = {word: found(index, word) for word in WORDS}
             print(f"--gpus-per-actor {share:<6} {rates[share]:7.1f} photos/s end to end "
                   f"(x{rates[share] / rates[args.shares[0]]:.2f})", flush=True)

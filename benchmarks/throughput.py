@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -213,7 +214,7 @@ def main() -> None:
         base_rate = _baseline(wrappers, every[: max(8, n // 4)], size, Path(tmp) / "baseline.sqlite")
         print(f"  {base_rate:8.1f} img/s")
 
-        library = _copies(Path(tmp) / "library", Path(tmp) / "copies", args.copies)
+        library = hard_linked_copies(Path(tmp) / "library", Path(tmp) / "copies", args.copies)
         print(f"\nfull pipeline: index_library on local Ray (2 CPUs, Ray already started), "
               f"{n * args.copies} photos")
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -245,13 +246,17 @@ def main() -> None:
             print(f"  {name:<60} {kb / 1024:6.0f} MB")
 
 
-def _copies(library: Path, target: Path, copies: int) -> Path:
-    """``copies`` hard-linked copies of ``library`` (distinct paths, same bytes)."""
+def hard_linked_copies(library: Path, target: Path, copies: int) -> Path:
+    """``copies`` hard-linked copies of ``library``'s JPEGs (distinct paths, same bytes, so
+    every copy is indexed); plain copies where ``target`` is on another file system."""
     for i in range(copies):
         for photo in library.rglob("*.jpg"):
             link = target / f"copy{i}" / photo.relative_to(library)
             link.parent.mkdir(parents=True, exist_ok=True)
-            os.link(photo, link)
+            try:
+                os.link(photo, link)
+            except OSError:  # another file system: a copy costs disk, not the figures
+                shutil.copyfile(photo, link)
     return target
 
 
