@@ -52,3 +52,12 @@ def test_every_command_is_still_listed_and_loads():
     for name in COMMANDS:
         assert name in listing
         assert cli.get_command(None, name) is not None  # type: ignore[arg-type]
+
+
+def test_a_run_without_custom_labels_loads_no_faiss():
+    """The indexing path imports faiss only where a custom label is trained or applied."""
+    code = ("import sys, json; import jobs.index_cmd, pipeline.indexer, pipeline.custom_labels; "
+            "print(json.dumps('faiss' in sys.modules))")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) is False

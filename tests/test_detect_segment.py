@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from jobs.cli import cli
+from jobs.index_cmd import _print_summary, _ProgressBar
 from models.base import TaskOptions
 from models.detect import scale_box
 from models.segment import Segmenter, decode_mask, encode_mask, mask_shape
@@ -30,7 +31,7 @@ from models.weights import load_state_dict
 from pipeline.decode import decode_photo
 from pipeline.errors import WeightsMissingError
 from pipeline.evaluate import match_boxes, truth_mask
-from pipeline.indexer import index_library, select_models
+from pipeline.indexer import RunSummary, index_library, select_models
 from pipeline.records_reader import load_record
 from pipeline.search import search
 from pipeline.settings import IndexSettings
@@ -160,6 +161,15 @@ def test_a_gpu_without_the_torchvision_weights_runs_the_cpu_defaults(tmp_path, m
     assert set(chosen) == {"segment"} and set(skipped) == {"detect"} and set(substituted) == {"segment"}
     with pytest.raises(WeightsMissingError, match="no selected task can run; detect: .*fasterrcnn_resnet50_fpn_v2"):
         select_models(settings(strict_models=True), gpu=True)
+
+
+def test_the_cli_tells_of_a_cpu_model_on_the_gpu(tmp_path, capsys):
+    note = "detect runs nanodet, the CPU default, on the GPU: fasterrcnn_resnet50_fpn_v2, the GPU default, ..."
+    _ProgressBar(enabled=False).substituted({"detect": note})
+    _print_summary(RunSummary(1, tmp_path, {"detect": "nanodet"}, status="done", substituted_models={"detect": note}))
+    out, err = capsys.readouterr()
+    assert f"NOTE: {note}." in err
+    assert "CPU MODEL  detect: ran nanodet, the GPU default's weights are missing" in out
 
 
 # -- the whole path -------------------------------------------------------------------
