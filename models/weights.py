@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,11 @@ from pipeline.errors import WeightsMissingError
 
 if TYPE_CHECKING:
     from models.registry import ModelSpec
+
+DOWNLOAD_STALL_S = 60.0
+"""A download that connects or receives nothing for this long fails (torch.hub sets no
+timeout: on a network that drops packets, an offline GPU run's start-up would wait for
+TCP to give up, once per missing model). Slow but moving downloads are not cut short."""
 
 
 def hub_checkpoints_dir() -> Path:
@@ -88,10 +95,23 @@ def download_weights(spec: ModelSpec) -> Path:
     target = hub_checkpoints_dir() / spec.file_name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=spec.sha256_prefix, progress=True)
+        with _socket_timeout(DOWNLOAD_STALL_S):
+            torch.hub.download_url_to_file(spec.url, str(target), hash_prefix=spec.sha256_prefix, progress=True)
     except Exception as exc:  # no network, proxy, HTTP error, bad hash: all mean "not available"
         raise WeightsMissingError(f"download from {spec.url} failed: {exc}") from exc
     return target
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Sockets created inside get ``seconds`` per connect and per read (urllib, which
+    torch.hub uses, takes the process default when not given one)."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def _sha256(path: Path) -> str:

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
+from models import weights
 from models.base import TaskOptions
 from models.classify import Classifier
 from models.registry import all_specs, choose_models, get_spec, imagenet_categories
@@ -62,6 +67,24 @@ def test_missing_weights_name_the_file_and_both_remedies(tmp_path: Path, monkeyp
     message = str(info.value)
     assert "resnet50-11ad3fa6.pth" in message
     assert "photos models download resnet50" in message and "--weights-dir" in message
+
+
+def test_a_download_that_stalls_fails_with_the_remedy(tmp_path: Path, monkeypatch):
+    """A server that takes the connection and never answers (a network dropping packets
+    looks the same to urllib): the download gives up after the stall limit, not TCP's."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's cached opener keeps old proxies
+    monkeypatch.setattr(weights, "DOWNLOAD_STALL_S", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts or replies
+        port = silent.getsockname()[1]
+        spec = dataclasses.replace(get_spec("resnet50"), url=f"http://127.0.0.1:{port}/resnet50-11ad3fa6.pth")
+        started = time.monotonic()
+        with pytest.raises(WeightsMissingError, match="timed out") as info:
+            fetch_weights(spec, tmp_path / "weights", offline=False)
+    assert time.monotonic() - started < 30
+    assert "photos models download resnet50" in str(info.value)
+    assert socket.getdefaulttimeout() is None  # the limit does not outlive the download
 
 
 def test_weights_dir_comes_first_and_is_hash_checked(tmp_path: Path):
