@@ -7,13 +7,15 @@ nothing that loads torch, Ray or a model (``tests/test_cli_startup.py`` checks).
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import click
 
 from jobs.options import index_option, resolve_index_dir
+from pipeline.common_words import drop_common_words
 from pipeline.search import DEFAULT_MIN_SCORE
-from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, search_photos
+from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, search_photos, unknown_words
 from pipeline.store import IndexStore
 
 
@@ -84,6 +86,10 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
         found = search_photos(store, terms, filters, sort=sort, limit=limit, min_score=min_score,
                               objects_of=objects_of, min_count=min_count, min_area=min_area,
                               persons=persons)
+        _, ignored = drop_common_words(store, terms)
+        unknown = [] if found else unknown_words(store, terms)
+    if ignored:
+        click.echo(f"(left out common words: {' '.join(ignored)})", err=True)
     if as_json:
         click.echo(json.dumps([
             {"path": f.hit.path, "score": round(f.hit.score, 4), "labels": f.hit.labels, "width": f.hit.width,
@@ -94,12 +100,24 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
     if not found:
         asked = terms + tuple(f"--object {o}" for o in objects_of) + tuple(f"--person {p}" for p in persons)
         click.echo(f"No photos match {' '.join(asked)!r}" + (" with those filters." if filters else "."))
+        for word in unknown:
+            click.echo(_unknown_hint(word), err=True)
         return
     for f in found:
         why = ", ".join(f"{m['label']} {m['score']:.2f}" for m in f.hit.labels[:3])
         when_where = "  ".join(x for x in (_short_date(f.details), _short_place(f.details)) if x)
         click.echo(f"{f.hit.score:5.2f}  {f.hit.path}" + (f"  ({why})" if why else "")
                    + (f"  [{when_where}]" if when_where else ""))
+
+
+def _unknown_hint(word: str) -> str:
+    """What to tell a user whose search word names no label of the index."""
+    if word.lower() == "or":
+        return "Every word must match (there is no OR): search for each word on its own."
+    if word.lower() == "not":
+        return "To leave photos out, put '-' before the word: `photos search dog -cat`."
+    return (f"Nothing in this index is labelled {word!r}: try another word, or teach it with "
+            f"`photos train {shlex.quote(word)} --examples PHOTOS...`")
 
 
 def _details(details: dict) -> dict:

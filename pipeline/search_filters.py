@@ -27,9 +27,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select, text
 
+from pipeline.common_words import drop_common_words
 from pipeline.errors import QueryError
 from pipeline.places import fold
-from pipeline.search import SearchHit, Term, matching_labels
+from pipeline.search import SearchHit, Term, matching_labels, parse_query
 from pipeline.search import search as search_words
 from pipeline.store import IndexStore, labels, photo_meta, photo_places, photos
 
@@ -183,7 +184,11 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
     """
     if sort is not None and sort not in SORTS:
         raise QueryError(f"--sort must be one of {', '.join(SORTS)}, not {sort!r}")
-    words, filters = split_query(store, raw_terms, filters)
+    kept, dropped = drop_common_words(store, raw_terms)
+    if dropped and not kept and not (filters or options.get("objects_of") or options.get("persons")):
+        raise QueryError(f"{' '.join(dropped)!r} has only common words; give a word for what is in the "
+                         "photos, e.g. `photos search beach`")
+    words, filters = split_query(store, kept, filters)
     if filters and not has_metadata(store):
         raise QueryError("this index was built before photos' dates, cameras and places were recorded; "
                          "build a new index (`photos index FOLDER --index NEWDIR`) to filter by them")
@@ -199,6 +204,14 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
                         restrict_terms=bool(clauses) and _any_broad_term(store, words), **options)
     details = photo_details(store, [h.path for h in hits])
     return [PhotoHit(h, details.get(h.path, {})) for h in hits]
+
+
+def unknown_words(store: IndexStore, raw_terms: Sequence[str]) -> list[str]:
+    """The words of a query that name no label in the index (so nothing can match them),
+    after common words, dates and places are taken out: why a search found nothing."""
+    words, _ = split_query(store, drop_common_words(store, raw_terms)[0], Filters())
+    return [raw for raw in words if not raw.startswith("-") and _WORDS.search(raw)
+            and not matching_labels(store, parse_query([raw])[0])]
 
 
 def filter_clauses(filters: Filters, common_places: set[str] | frozenset[str] = frozenset()

@@ -35,6 +35,7 @@ PHOTOS = {  # name: (labels, taken, camera, position)
     "alps-snow-jan-2020.jpg": ([("alp", 0.9)], "2020-01-05T11:00:00", ("NIKON CORPORATION", "NIKON D750"), None),
     "orange-fruit.jpg": ([("orange", 0.9)], "2018-05-01T08:00:00", None, ORANGE_FR),
     "no-exif-beach.jpg": ([("seashore", 0.9)], None, None, None),
+    "mushroom.jpg": ([("hen-of-the-woods", 0.8)], None, None, None),  # a label with "of" and "the"
 }
 
 
@@ -199,6 +200,35 @@ def test_an_index_from_before_metadata_refuses_filters_but_searches_words(tmp_pa
     with pytest.raises(QueryError, match="before photos' dates"):
         found(store, ["beach", "2019"])
     store.close()
+
+
+def test_common_words_are_left_out(store):
+    """Words that name nothing here are not ANDed in; full-text matching would have made
+    "photos of the beach" a search for the mushroom "hen-of-the-woods"."""
+    assert found(store, ["photos", "of", "the", "beach", "in", "lisbon"]) == ["lisbon-beach-2019.jpg"]
+    assert found(store, ["a", "hen-of-the-woods"]) == ["mushroom.jpg"]
+    assert found(store, ["the", "beach", "in", "2019"]) == ["lisbon-beach-2019.jpg", "porto-beach-2019.jpg"]
+    with pytest.raises(QueryError, match="only common words"):
+        found(store, ["the", "a"])
+    assert found(store, ["the"], build_filters(place="porto")) == ["porto-beach-2019.jpg"]  # filters stand alone
+
+
+def test_cli_says_which_words_it_left_out_and_which_name_nothing(index):
+    def run(*terms: str) -> tuple[str, str]:
+        result = CliRunner().invoke(cli, ["search", *terms, "--index", str(index)])
+        assert result.exit_code == 0, result.output
+        return result.stdout, result.stderr
+
+    out, err = run("photos", "of", "a", "beach")
+    assert "lisbon-beach-2019.jpg" in out and "left out common words: photos of a" in err
+    out, err = run("birthday", "beach")
+    assert "No photos match 'birthday beach'" in out
+    assert "Nothing in this index is labelled 'birthday'" in err and "photos train birthday --examples" in err
+    assert "'beach'" not in err  # a word that matched is not blamed
+    out, err = run("beach", "or", "streetcar")
+    assert "there is no OR" in err
+    out, err = run("beach", "not", "lisbon")
+    assert "photos search dog -cat" in err
 
 
 @pytest.mark.parametrize("terms", [["beach"], ["streetcar"], []])

@@ -1,0 +1,51 @@
+"""Common words in a query: "a dog", "photos of the beach", "cat on a couch".
+
+Search ANDs its terms, so a word that names nothing would make every such query empty
+(measured on coco64: "a dog" and "cat on a couch" found nothing while "dog" found 5 photos). A
+lone common word is dropped before the query is read, unless it is a vocabulary word or
+exactly the name of a label in the index (a person or custom label called "our"):
+full-text matching is not asked, since "of" and "the" would find ImageNet's
+"hen-of-the-woods" and turn "photos of dogs" into a mushroom search. A quoted phrase
+("pizza on a plate") is left as written, and so is an excluded term ("-the").
+
+English only, like the vocabulary; "or" and "not" are not dropped: reading "cat or dog" as
+"cat dog" would answer another question, so those stay and match nothing (the CLI says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import text
+
+from pipeline import vocabulary
+from pipeline.store import IndexStore
+
+COMMON_WORDS = frozenset("""
+a an the of on in at with and by for from to into onto under over near
+my our your his her their its this that these those some any all
+i me we us you he she they it is are was were be being been there here
+photo photos picture pictures pic pics image images shot shots
+show find search look looking taken having has have
+""".split())
+
+
+def drop_common_words(store: IndexStore, raw_terms: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``raw_terms`` without the lone common words that name nothing here: (kept, dropped)."""
+    kept: list[str] = []
+    dropped: list[str] = []
+    for raw in raw_terms:
+        word = raw.strip().lower()
+        if word in COMMON_WORDS and not vocabulary.expand(word) and not _is_label(store, word):
+            dropped.append(raw)
+        else:
+            kept.append(raw)
+    return kept, dropped
+
+
+def _is_label(store: IndexStore, word: str) -> bool:
+    """Whether some label (of a model, a person, a custom label) is named exactly ``word``."""
+    with store.engine.connect() as conn:
+        found = conn.execute(text("SELECT label FROM label_fts WHERE label_fts MATCH :q"),
+                             {"q": '"' + word + '"'}).scalars()
+        return any(label.lower() == word for label in found)
