@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
-from models.tasks import TASKS
+from models.tasks import DEFAULT_TASKS, TASKS
 from pipeline import index_status
 from pipeline.store import IndexStore
 
@@ -41,7 +41,7 @@ def status(index_dir: Path | None, n_runs: int) -> None:
         done = sum(models.values())
         share = f"{done / counts['photos']:.0%}" if counts["photos"] else "-"
         click.echo(f"{task:<9} {done:>5} {share:>4}  "
-                   + (", ".join(f"{m} ({n})" for m, n in models.items()) or "never run (weights missing?)"))
+                   + (", ".join(f"{m} ({n})" for m, n in models.items()) or _never_run(task)))
     click.echo("\nRUN  STARTED           ENDED             STATUS         SEEN     NEW  CHANGED  MOVED  DELETED"
                "  FAILED  PHOTOS/S  MODELS")
     for r in runs:
@@ -51,6 +51,12 @@ def status(index_dir: Path | None, n_runs: int) -> None:
             f"{r['seen']:>8} {r['new']:>7}  {r['changed']:>7}  {r['moved']:>5}  {r['deleted']:>7}"
             f"  {r['failed']:>6}  {r['images_per_s'] or 0:>8.1f}  {run_models}"
         )
+
+
+def _never_run(task: str) -> str:
+    if task in DEFAULT_TASKS:
+        return "never run (weights missing? see `photos models list`)"
+    return f"off by default (add it: `photos index ... --models {','.join((*DEFAULT_TASKS, task))}`)"
 
 
 @click.command()
