@@ -14,6 +14,7 @@ English only, like the vocabulary; "or" and "not" are not dropped: reading "cat 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from sqlalchemy import text
@@ -28,24 +29,42 @@ i me we us you he she they it is are was were be being been there here
 photo photos picture pictures pic pics image images shot shots
 show find search look looking taken having has have
 """.split())
+_WORDS = re.compile(r"\w+", re.UNICODE)
+MAX_NAME_WORDS = 4
+"""Longest label name looked for across terms ("my dogs", "our garden in spring")."""
 
 
 def drop_common_words(store: IndexStore, raw_terms: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``raw_terms`` without the lone common words that name nothing here: (kept, dropped)."""
+    """``raw_terms`` without the lone common words that name nothing here: (kept, dropped).
+
+    Terms that together spell a label's name with a common word in it (`photos search my
+    dogs` for the custom label "my dogs") are kept as that one phrase."""
     kept: list[str] = []
     dropped: list[str] = []
-    for raw in raw_terms:
-        word = raw.strip().lower()
-        if word in COMMON_WORDS and not vocabulary.expand(word) and not _is_label(store, word):
-            dropped.append(raw)
+    i = 0
+    while i < len(raw_terms):
+        for n in range(min(MAX_NAME_WORDS, len(raw_terms) - i), 1, -1):
+            chunk = [raw.strip().lower() for raw in raw_terms[i : i + n]]
+            if any(w in COMMON_WORDS for w in chunk) and _is_label(store, " ".join(chunk)):
+                kept.append(" ".join(raw_terms[i : i + n]))
+                i += n
+                break
         else:
-            kept.append(raw)
+            word = raw_terms[i].strip().lower()
+            if word in COMMON_WORDS and not vocabulary.expand(word) and not _is_label(store, word):
+                dropped.append(raw_terms[i])
+            else:
+                kept.append(raw_terms[i])
+            i += 1
     return kept, dropped
 
 
-def _is_label(store: IndexStore, word: str) -> bool:
-    """Whether some label (of a model, a person, a custom label) is named exactly ``word``."""
+def _is_label(store: IndexStore, name: str) -> bool:
+    """Whether some label (of a model, a person, a custom label) is named exactly ``name``."""
+    words = _WORDS.findall(name)
+    if not words:
+        return False
     with store.engine.connect() as conn:
         found = conn.execute(text("SELECT label FROM label_fts WHERE label_fts MATCH :q"),
-                             {"q": '"' + word + '"'}).scalars()
-        return any(label.lower() == word for label in found)
+                             {"q": " ".join('"' + w + '"' for w in words)}).scalars()
+        return any(label.lower() == name for label in found)

@@ -36,6 +36,7 @@ PHOTOS = {  # name: (labels, taken, camera, position)
     "orange-fruit.jpg": ([("orange", 0.9)], "2018-05-01T08:00:00", None, ORANGE_FR),
     "no-exif-beach.jpg": ([("seashore", 0.9)], None, None, None),
     "mushroom.jpg": ([("hen-of-the-woods", 0.8)], None, None, None),  # a label with "of" and "the"
+    "our-boat.jpg": ([("Our Boat", 0.9)], None, None, None),  # named like a custom label
 }
 
 
@@ -208,6 +209,9 @@ def test_common_words_are_left_out(store):
     assert found(store, ["photos", "of", "the", "beach", "in", "lisbon"]) == ["lisbon-beach-2019.jpg"]
     assert found(store, ["a", "hen-of-the-woods"]) == ["mushroom.jpg"]
     assert found(store, ["the", "beach", "in", "2019"]) == ["lisbon-beach-2019.jpg", "porto-beach-2019.jpg"]
+    assert found(store, ["our", "boat"]) == ["our-boat.jpg"]  # a label's name, common word and all
+    assert found(store, ["in", "our", "boat"]) == ["our-boat.jpg"]
+    assert found(store, ["boat"]) == []  # the vocabulary's boats: not "Our Boat"
     with pytest.raises(QueryError, match="only common words"):
         found(store, ["the", "a"])
     assert found(store, ["the"], build_filters(place="porto")) == ["porto-beach-2019.jpg"]  # filters stand alone
