@@ -6,7 +6,9 @@ lone common word is dropped before the query is read, unless it is a vocabulary 
 exactly the name of a label in the index (a person or custom label called "our"):
 full-text matching is not asked, since "of" and "the" would find ImageNet's
 "hen-of-the-woods" and turn "photos of dogs" into a mushroom search. A quoted phrase
-("pizza on a plate") is left as written, and so is an excluded term ("-the").
+("pizza on a plate") is read as written; only when as written it matches no label is it
+read as its other words ("a beach in lisbon" -> beach, lisbon); an excluded term ("-the")
+is left alone.
 
 English only, like the vocabulary; "or" and "not" are not dropped: reading "cat or dog" as
 "cat dog" would answer another question, so those stay and match nothing (the CLI says so).
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 
 from pipeline import vocabulary
+from pipeline.search import matching_labels, parse_query
 from pipeline.store import IndexStore
 
 COMMON_WORDS = frozenset("""
@@ -50,13 +53,28 @@ def drop_common_words(store: IndexStore, raw_terms: Sequence[str]) -> tuple[list
                 i += n
                 break
         else:
-            word = raw_terms[i].strip().lower()
+            raw = raw_terms[i]
+            word = raw.strip().lower()
             if word in COMMON_WORDS and not vocabulary.expand(word) and not _is_label(store, word):
-                dropped.append(raw_terms[i])
+                dropped.append(raw)
             else:
-                kept.append(raw_terms[i])
+                terms, left_out = _phrase_without_common_words(store, raw)
+                kept += terms
+                dropped += left_out
             i += 1
     return kept, dropped
+
+
+def _phrase_without_common_words(store: IndexStore, raw: str) -> tuple[list[str], list[str]]:
+    """A quoted phrase that matches no label as written becomes its other words, each a
+    term ("a dog" -> dog); any other term stays as it is. Returns (terms, words left out)."""
+    words = _WORDS.findall(raw.lower())
+    rest = [w for w in words if w not in COMMON_WORDS]
+    if raw.startswith("-") or len(words) < 2 or not rest or len(rest) == len(words):
+        return [raw], []
+    if matching_labels(store, parse_query([raw])[0]):
+        return [raw], []
+    return rest, [w for w in words if w in COMMON_WORDS]
 
 
 def _is_label(store: IndexStore, name: str) -> bool:

@@ -212,6 +212,8 @@ def test_common_words_are_left_out(store):
     assert found(store, ["our", "boat"]) == ["our-boat.jpg"]  # a label's name, common word and all
     assert found(store, ["in", "our", "boat"]) == ["our-boat.jpg"]
     assert found(store, ["boat"]) == []  # the vocabulary's boats: not "Our Boat"
+    assert found(store, ["a beach in lisbon"]) == ["lisbon-beach-2019.jpg"]  # a quoted phrase matching nothing
+    assert found(store, ["our boat"]) == ["our-boat.jpg"]  # ... but one that does is kept whole
     with pytest.raises(QueryError, match="only common words"):
         found(store, ["the", "a"])
     assert found(store, ["the"], build_filters(place="porto")) == ["porto-beach-2019.jpg"]  # filters stand alone
@@ -225,6 +227,8 @@ def test_cli_says_which_words_it_left_out_and_which_name_nothing(index):
 
     out, err = run("photos", "of", "a", "beach")
     assert "lisbon-beach-2019.jpg" in out and "left out common words: photos of a" in err
+    out, err = run("the beach in lisbon")
+    assert "lisbon-beach-2019.jpg" in out and "left out common words: the in" in err
     out, err = run("birthday", "beach")
     assert "No photos match 'birthday beach'" in out
     assert "Nothing in this index is labelled 'birthday'" in err and "photos train birthday --examples" in err
