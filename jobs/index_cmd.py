@@ -58,8 +58,8 @@ class _ProgressBar:
             + ", ".join(f"{task}={name}" for task, name in models.items()),
             err=True,
         )
-        self.bar = tqdm(total=len(plan.todo), unit="photo", file=_CurrentStderr(), disable=not self.enabled,
-                        dynamic_ncols=True, smoothing=0.1)
+        self.bar = tqdm(total=len(plan.todo), unit="photo", file=_CurrentStderr(),
+                        disable=not self.enabled or not plan.todo, dynamic_ncols=True, smoothing=0.1)
 
     def skipped(self, tasks: dict[str, str]) -> None:
         for task, message in tasks.items():
@@ -193,7 +193,8 @@ def index(roots: tuple[str, ...], index_dir: Path | None, quiet: bool, **options
 
 def _print_summary(s: RunSummary) -> None:
     click.echo(
-        f"\nRun {s.run_id} {s.status} in {s.seconds:.1f} s ({s.images_per_s:.1f} photos/s)\n"
+        f"\nRun {s.run_id} {s.status} in {s.seconds:.1f} s"
+        + (f" ({s.images_per_s:.1f} photos/s)" if s.indexed or s.failed else ": nothing new to index") + "\n"
         f"  seen       {s.seen}\n"
         f"  indexed    {s.indexed}  ({s.new} new, {s.changed} changed or re-run)\n"
         f"  moved      {s.moved}\n"

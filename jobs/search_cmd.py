@@ -55,6 +55,8 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
 
     A term is a word ("dog", "beach", "retriever") or, quoted, a phrase ("golden
     retriever"); everyday words map to the models' labels ("dog" finds every breed).
+    Common words that name nothing ("a", "of", "photos", "my") are left out, so
+    `photos search photos of my dog` searches for dog.
     A term starting with '-' excludes photos that match it. Labels come from the
     classifier, the object detector and segmentation; a term scores a photo by its
     strongest source (see the README).

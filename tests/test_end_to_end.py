@@ -73,6 +73,7 @@ def test_rerun_skips_unchanged_photos(small_index):
     result = run_cli("index", str(root), "--index", str(index), "--quiet")
     assert result.exit_code == 0, result.output
     assert "indexed    0  (" in result.output and f"unchanged  {len(photos) + 3}\n" in result.output
+    assert ": nothing new to index" in result.output and "photos/s" not in result.output  # no "0.0 photos/s"
 
 
 def test_search_cli_json_and_messages(small_index):
