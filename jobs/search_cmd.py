@@ -13,9 +13,8 @@ from pathlib import Path
 import click
 
 from jobs.options import index_option, resolve_index_dir
-from pipeline.common_words import drop_common_words
 from pipeline.search import DEFAULT_MIN_SCORE
-from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, search_photos, unknown_words
+from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, read_query, search_photos, unknown_words
 from pipeline.store import IndexStore
 
 
@@ -88,10 +87,10 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
         found = search_photos(store, terms, filters, sort=sort, limit=limit, min_score=min_score,
                               objects_of=objects_of, min_count=min_count, min_area=min_area,
                               persons=persons)
-        _, ignored = drop_common_words(store, terms)
-        unknown = [] if found else unknown_words(store, terms)
-    if ignored:
-        click.echo(f"(left out common words: {' '.join(ignored)})", err=True)
+        query = read_query(store, terms)
+        unknown = [] if found else unknown_words(store, query.words)
+    if query.left_out:
+        click.echo(f"(left out common words: {' '.join(query.left_out)})", err=True)
     if as_json:
         click.echo(json.dumps([
             {"path": f.hit.path, "score": round(f.hit.score, 4), "labels": f.hit.labels, "width": f.hit.width,
@@ -117,7 +116,7 @@ def _unknown_hint(word: str) -> str:
     if word.lower() == "or":
         return "Every word must match (there is no OR): search for each word on its own."
     if word.lower() == "not":
-        return "To leave photos out, put '-' before the word: `photos search dog -cat`."
+        return "To leave out photos showing something, put '-' before its word: `photos search dog -cat`."
     return (f"Nothing in this index is labelled {word!r}: try another word, or teach it with "
             f"`photos train {shlex.quote(word)} --examples PHOTOS...`")
 

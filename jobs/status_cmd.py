@@ -56,7 +56,8 @@ def status(index_dir: Path | None, n_runs: int) -> None:
 def _never_run(task: str) -> str:
     if task in DEFAULT_TASKS:
         return "never run (weights missing? see `photos models list`)"
-    return f"off by default (add it: `photos index ... --models {','.join((*DEFAULT_TASKS, task))}`)"
+    return (f"off by default (`photos index ... --models {','.join((*DEFAULT_TASKS, task))}`), "
+            "or its weights were missing (`photos models list`)")
 
 
 @click.command()

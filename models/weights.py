@@ -33,9 +33,12 @@ if TYPE_CHECKING:
     from models.registry import ModelSpec
 
 DOWNLOAD_STALL_S = 60.0
-"""A download that connects or receives nothing for this long fails (torch.hub sets no
-timeout: on a network that drops packets, an offline GPU run's start-up would wait for
-TCP to give up, once per missing model). Slow but moving downloads are not cut short."""
+"""A download whose connection takes this long, or that then receives nothing for this
+long, fails (torch.hub sets no timeout: on a network that drops packets, an offline GPU
+run's start-up would wait for TCP to give up, once per missing model). Slow but moving
+downloads are not cut short; name resolution is the system's and not bounded here. The
+limit is the process default while the download runs (the driver, at start-up), so
+sockets other threads open meanwhile get it too."""
 
 
 def hub_checkpoints_dir() -> Path:

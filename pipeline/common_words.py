@@ -41,21 +41,23 @@ def drop_common_words(store: IndexStore, raw_terms: Sequence[str]) -> tuple[list
     """``raw_terms`` without the lone common words that name nothing here: (kept, dropped).
 
     Terms that together spell a label's name with a common word in it (`photos search my
-    dogs` for the custom label "my dogs") are kept as that one phrase."""
+    dogs` for the custom label "my dogs") are kept as that one phrase. Words are compared
+    as their word characters, so "the." is "the"."""
     kept: list[str] = []
     dropped: list[str] = []
     i = 0
     while i < len(raw_terms):
         for n in range(min(MAX_NAME_WORDS, len(raw_terms) - i), 1, -1):
-            chunk = [raw.strip().lower() for raw in raw_terms[i : i + n]]
-            if any(w in COMMON_WORDS for w in chunk) and _is_label(store, " ".join(chunk)):
+            chunk = [w for raw in raw_terms[i : i + n] for w in _WORDS.findall(raw.lower())]
+            if any(w in COMMON_WORDS for w in chunk) and _is_label(store, chunk):
                 kept.append(" ".join(raw_terms[i : i + n]))
                 i += n
                 break
         else:
             raw = raw_terms[i]
-            word = raw.strip().lower()
-            if word in COMMON_WORDS and not vocabulary.expand(word) and not _is_label(store, word):
+            words = _WORDS.findall(raw.lower())
+            if (len(words) == 1 and words[0] in COMMON_WORDS and not raw.startswith("-")
+                    and not vocabulary.expand(words[0]) and not _is_label(store, words)):
                 dropped.append(raw)
             else:
                 terms, left_out = _phrase_without_common_words(store, raw)
@@ -77,12 +79,17 @@ def _phrase_without_common_words(store: IndexStore, raw: str) -> tuple[list[str]
     return rest, [w for w in words if w in COMMON_WORDS]
 
 
-def _is_label(store: IndexStore, name: str) -> bool:
-    """Whether some label (of a model, a person, a custom label) is named exactly ``name``."""
-    words = _WORDS.findall(name)
+def _is_label(store: IndexStore, words: Sequence[str]) -> bool:
+    """Whether some label (of a model, a person, a custom label) is named ``words``: the
+    same words in the same order, case and punctuation aside ("Hen-of-the-woods")."""
     if not words:
         return False
+    name = " ".join(words)
     with store.engine.connect() as conn:
-        found = conn.execute(text("SELECT label FROM label_fts WHERE label_fts MATCH :q"),
-                             {"q": " ".join('"' + w + '"' for w in words)}).scalars()
-        return any(label.lower() == name for label in found)
+        # An FTS5 phrase: labels holding these words next to each other, a few for a name of
+        # several words; for one word, the exact match is checked by SQLite, since a common
+        # word's token can be in many labels.
+        found = conn.execute(text("SELECT label FROM label_fts WHERE label_fts MATCH :q"
+                                  + (" AND lower(label) = :name LIMIT 1" if len(words) == 1 else "")),
+                             {"q": '"' + name + '"', "name": name}).scalars()
+        return any(" ".join(_WORDS.findall(label.lower())) == name for label in found)

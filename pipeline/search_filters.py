@@ -184,11 +184,12 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
     """
     if sort is not None and sort not in SORTS:
         raise QueryError(f"--sort must be one of {', '.join(SORTS)}, not {sort!r}")
-    kept, dropped = drop_common_words(store, raw_terms)
-    if dropped and not kept and not (filters or options.get("objects_of") or options.get("persons")):
-        raise QueryError(f"{' '.join(dropped)!r} has only common words; give a word for what is in the "
-                         "photos, e.g. `photos search beach`")
-    words, filters = split_query(store, kept, filters)
+    query = read_query(store, raw_terms, filters)
+    words, filters = query.words, query.filters
+    if query.left_out and not any(_WORDS.search(w) for w in words) and not (
+            filters or options.get("objects_of") or options.get("persons")):
+        raise QueryError(f"{' '.join(query.left_out)!r} has only common words; give a word for what is in "
+                         "the photos, e.g. `photos search beach`")
     if filters and not has_metadata(store):
         raise QueryError("this index was built before photos' dates, cameras and places were recorded; "
                          "build a new index (`photos index FOLDER --index NEWDIR`) to filter by them")
@@ -206,10 +207,28 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
     return [PhotoHit(h, details.get(h.path, {})) for h in hits]
 
 
-def unknown_words(store: IndexStore, raw_terms: Sequence[str]) -> list[str]:
-    """The words of a query that name no label in the index (so nothing can match them),
-    after common words, dates and places are taken out: why a search found nothing."""
-    words, _ = split_query(store, drop_common_words(store, raw_terms)[0], Filters())
+@dataclass(frozen=True)
+class ReadQuery:
+    """A query as search reads it: label words, filters, and the common words left out."""
+
+    words: list[str]
+    filters: Filters
+    left_out: list[str]
+
+
+def read_query(store: IndexStore, raw_terms: Sequence[str], filters: Filters = Filters()) -> ReadQuery:
+    """Dates and places out first (so "isle of man" and "the hague" stay places), then the
+    common words (:mod:`pipeline.common_words`), then the places a quoted phrase held ("a
+    beach in lisbon")."""
+    words, filters = split_query(store, raw_terms, filters)
+    kept, left_out = drop_common_words(store, words)
+    words, filters = split_query(store, kept, filters) if left_out else (kept, filters)
+    return ReadQuery(words, filters, left_out)
+
+
+def unknown_words(store: IndexStore, words: Sequence[str]) -> list[str]:
+    """The label words of a query (:attr:`ReadQuery.words`) that name no label in the index,
+    so nothing can match them: why a search found nothing."""
     return [raw for raw in words if not raw.startswith("-") and _WORDS.search(raw)
             and not matching_labels(store, parse_query([raw])[0])]
 

@@ -261,8 +261,8 @@ def test_status_shows_per_task_coverage(indexed):
     result = CliRunner().invoke(cli, ["status", "--index", str(index)])
     assert result.exit_code == 0
     assert f"detect        3 100%  {DETECTOR} (3)" in result.output
-    assert "faces         0   0%  off by default (add it: `photos index ... --models classify,detect,segment,faces`)" \
-        in result.output  # not "weights missing": nobody asked for faces
+    assert "faces         0   0%  off by default (`photos index ... --models classify,detect,segment,faces`)" \
+        in result.output  # first: nobody asked for faces
 
 
 def test_missing_weights_skip_a_task_and_a_later_run_adds_only_it(tmp_path, untrained, eval_photos, ray_local):

@@ -37,6 +37,8 @@ PHOTOS = {  # name: (labels, taken, camera, position)
     "no-exif-beach.jpg": ([("seashore", 0.9)], None, None, None),
     "mushroom.jpg": ([("hen-of-the-woods", 0.8)], None, None, None),  # a label with "of" and "the"
     "our-boat.jpg": ([("Our Boat", 0.9)], None, None, None),  # named like a custom label
+    "hague-palace-2018.jpg": ([("palace", 0.8)], "2018-03-01T10:00:00", None, (52.0799, 4.3113)),
+    "douglas-castle-2017.jpg": ([("castle", 0.8)], "2017-06-01T10:00:00", None, (54.15, -4.48)),  # Isle of Man
 }
 
 
@@ -214,8 +216,15 @@ def test_common_words_are_left_out(store):
     assert found(store, ["boat"]) == []  # the vocabulary's boats: not "Our Boat"
     assert found(store, ["a beach in lisbon"]) == ["lisbon-beach-2019.jpg"]  # a quoted phrase matching nothing
     assert found(store, ["our boat"]) == ["our-boat.jpg"]  # ... but one that does is kept whole
+    assert found(store, ["palace", "the", "hague"]) == found(store, ["palace", "the hague"]) == [
+        "hague-palace-2018.jpg"]  # places are read before common words are left out
+    assert found(store, ["castle", "on", "the", "isle", "of", "man"]) == ["douglas-castle-2017.jpg"]
+    assert found(store, ["beach", "the."]) == found(store, ["beach"])  # punctuation aside
+    assert found(store, ["our", "boat."]) == ["our-boat.jpg"]
     with pytest.raises(QueryError, match="only common words"):
         found(store, ["the", "a"])
+    with pytest.raises(QueryError, match="only common words"):
+        found(store, ["the", "!!"])
     assert found(store, ["the"], build_filters(place="porto")) == ["porto-beach-2019.jpg"]  # filters stand alone
 
 
