@@ -131,7 +131,7 @@ def _groups(info: dict[str, Member], edges: dict[tuple[str, str], tuple[str, flo
         for m in ordered[1:]:
             kind, score = edges.get((min(keep.path, m.path), max(keep.path, m.path))) or best[m.path]
             members.append(Member(m.path, m.width, m.height, m.size, m.mtime_ns, kind, score))
-        groups.append(DuplicateGroup(members, _why(ordered), {m.kind for m in members[1:]}))
+        groups.append(DuplicateGroup(members, keep_reason(ordered), {m.kind for m in members[1:]}))
     groups.sort(key=lambda g: (-len(g.members), g.keep.path))
     return groups
 
@@ -141,12 +141,13 @@ def keep_order(m: Member) -> tuple[int, int, int, str]:
     return (-m.width * m.height, -m.size, m.mtime_ns, m.path)
 
 
-def _why(ordered: list[Member]) -> str:
+def keep_reason(ordered: list[Member]) -> str:
+    """Why ``ordered[0]`` is the copy to keep rather than ``ordered[1]`` (:func:`keep_order`)."""
     first, second = ordered[0], ordered[1]
     if first.width * first.height > second.width * second.height:
         return f"most pixels ({first.width}x{first.height})"
     if first.size > second.size:
-        return f"same pixels, largest file ({first.size:,} bytes: least compressed)"
+        return f"most pixels ({first.width}x{first.height}, tied), largest file ({first.size:,} bytes: least compressed)"
     if first.mtime_ns < second.mtime_ns:
-        return "same pixels and file size; oldest"
+        return "most pixels and largest file (both tied), oldest"
     return "identical copies; first by path"

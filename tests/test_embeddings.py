@@ -34,6 +34,7 @@ from pipeline.custom_labels import (
     train_label,
 )
 from pipeline.decode import decode_photo
+from pipeline.duplicates import Member, keep_reason
 from pipeline.embeddings import recall_at_k
 from pipeline.indexer import index_library
 from pipeline.search import search
@@ -151,6 +152,14 @@ def test_duplicates_groups_every_copy_and_nothing_else(library):
     kinds = {Path(p["path"]).name: p["kind"] for p in third["photos"]}
     assert "exact" in kinds.values() and set(kinds.values()) <= {"keep", "exact", "near"}
     assert all(p.exists() for k in copies for p in copies[k])  # never deletes
+
+
+def test_the_copy_to_keep_says_why_in_words_a_user_reads():
+    big, small = Member("a.jpg", 640, 480, 90_000, 2), Member("b.jpg", 320, 240, 30_000, 1)
+    recompressed = Member("c.jpg", 640, 480, 40_000, 1)
+    assert keep_reason([big, small]) == "most pixels (640x480)"
+    assert keep_reason([big, recompressed]) == "most pixels (640x480, tied), largest file (90,000 bytes: least compressed)"
+    assert keep_reason([Member("d.jpg", 640, 480, 90_000, 1), big]) == "most pixels and largest file (both tied), oldest"
 
 
 @pytest.mark.slow
