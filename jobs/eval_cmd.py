@@ -37,6 +37,10 @@ def evaluate(annotations: Path, images_dir: Path, index_dir: Path | None, iou: f
         "images": report.images, "images_in_index": report.images_in_index,
         "annotations": report.annotations, "boxes": report.boxes, "true_positives": report.true_positives,
         "precision": round(report.precision, 4), "recall": round(report.recall, 4),
+        "classes": {label: {"boxes": c.boxes, "annotations": c.annotations, "true_positives": c.true_positives,
+                            "precision": round(c.precision, 4) if c.boxes else None,
+                            "recall": round(c.recall, 4) if c.annotations else None}
+                    for label, c in sorted(report.class_boxes.items())},
         "mean_iou": round(report.mean_iou, 4), "class_iou": {k: round(v, 4) for k, v in report.class_iou.items()},
     }
     if report.stored_class_iou:
@@ -48,6 +52,12 @@ def evaluate(annotations: Path, images_dir: Path, index_dir: Path | None, iou: f
     click.echo(f"{report.images_in_index} of {report.images} annotated images are in the index")
     click.echo(f"detection @ IoU {iou}: precision {report.precision:.3f}  recall {report.recall:.3f}  "
                f"({report.true_positives} of {report.boxes} boxes match {report.annotations} annotations)")
+    if report.class_boxes:
+        click.echo(f"  {'class':<16} {'boxes':>6} {'annotated':>9} {'precision':>9} {'recall':>6}")
+        for label, c in sorted(report.class_boxes.items(), key=lambda item: (-item[1].annotations, item[0])):
+            precision = f"{c.precision:.3f}" if c.boxes else "-"  # no box, or no annotation: undefined
+            recall = f"{c.recall:.3f}" if c.annotations else "-"
+            click.echo(f"  {label:<16} {c.boxes:6d} {c.annotations:9d} {precision:>9} {recall:>6}")
     if not report.stored_class_iou:
         click.echo(f"segmentation: mean IoU {report.mean_iou:.3f} over {len(report.class_iou)} classes")
         for label, value in report.class_iou.items():

@@ -6,7 +6,8 @@ whole path: decoding, EXIF rotation, box scaling, mask encoding) with the annota
 
 - Detection: a box is a true positive when it has the class of a not yet matched
   annotation and IoU >= ``iou`` with it (greedy, best score first, per image and class);
-  precision = TP / boxes, recall = TP / annotations. Crowd annotations are left out.
+  precision = TP / boxes, recall = TP / annotations, overall and per class (`photos eval`
+  shows "-" where a class has no boxes or no annotations). Crowd annotations are left out.
 - Segmentation: annotations whose COCO class has a VOC counterpart are drawn into a class
   mask at the stored mask's size (others are background, as in torchvision's
   COCO_WITH_VOC_LABELS training data); IoU per class is summed over all images, and mean
@@ -47,6 +48,23 @@ COCO_TO_VOC = {"airplane": "aeroplane", "dining table": "diningtable", "motorcyc
 
 
 @dataclass
+class ClassBoxes:
+    """One class's detection counts."""
+
+    boxes: int = 0
+    annotations: int = 0
+    true_positives: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.boxes if self.boxes else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.annotations if self.annotations else 0.0
+
+
+@dataclass
 class EvalReport:
     """Detection and segmentation quality of an index against annotations."""
 
@@ -55,6 +73,7 @@ class EvalReport:
     annotations: int = 0
     boxes: int = 0
     true_positives: int = 0
+    class_boxes: dict[str, ClassBoxes] = field(default_factory=dict)
     class_iou: dict[str, float] = field(default_factory=dict)
     stored_class_iou: dict[str, float] = field(default_factory=dict)
     """IoU of the masks as stored, where some were limited to boxes for drawing; else empty."""
@@ -92,14 +111,20 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 def match_boxes(predicted: list[dict[str, Any]], truth: Sequence[tuple[str, Sequence[float]]], iou: float) -> int:
     """True positives among ``predicted`` boxes (records with label, score, x1..y2) for
     ``truth`` (label, box) pairs: greedy by score, each truth matched at most once."""
+    return len(matched_labels(predicted, truth, iou))
+
+
+def matched_labels(predicted: list[dict[str, Any]], truth: Sequence[tuple[str, Sequence[float]]],
+                   iou: float) -> list[str]:
+    """The labels of the true positives :func:`match_boxes` counts, one per hit."""
     unmatched = list(truth)
-    hits = 0
+    hits = []
     for p in sorted(predicted, key=lambda p: -p["score"]):
         box = (p["x1"], p["y1"], p["x2"], p["y2"])
         candidates = [(box_iou(box, t[1]), k) for k, t in enumerate(unmatched) if t[0] == p["label"]]
         best = max(candidates, default=(0.0, -1))
         if best[0] >= iou:
-            hits += 1
+            hits.append(p["label"])
             unmatched.pop(best[1])
     return hits
 
@@ -160,9 +185,16 @@ def evaluate_index(store: IndexStore, index_dir: Path, annotations_path: Path, i
             truth = [(names[a["category_id"]], (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                                                 a["bbox"][1] + a["bbox"][3]))
                      for a in anns if not a.get("iscrowd")]
+            hits = matched_labels(record["objects"], truth, iou)
             report.annotations += len(truth)
             report.boxes += len(record["objects"])
-            report.true_positives += match_boxes(record["objects"], truth, iou)
+            report.true_positives += len(hits)
+            for attribute, labels in (("annotations", [t[0] for t in truth]),
+                                      ("boxes", [o["label"] for o in record["objects"]]),
+                                      ("true_positives", hits)):
+                for label in labels:
+                    counts = report.class_boxes.setdefault(label, ClassBoxes())
+                    setattr(counts, attribute, getattr(counts, attribute) + 1)
         segmentation = record.get("segmentation")
         if segmentation:
             categories = get_spec(record["models"]["segment"]).categories

@@ -43,3 +43,9 @@ def test_every_coco_class_on_the_photos_is_found_by_its_name(tmp_path: Path) -> 
     # person boxes, and as stored: measured 0.647 and 0.367 (box P/R 0.675 / 0.423)
     assert report.class_iou["person"] >= 0.62 and 0.34 <= report.stored_class_iou["person"] < 0.4
     assert report.precision >= 0.65 and report.recall >= 0.4
+    per_class = report.class_boxes  # issue 10: box precision / recall per class too
+    assert sum(c.true_positives for c in per_class.values()) == report.true_positives
+    assert sum(c.boxes for c in per_class.values()) == report.boxes
+    assert sum(c.annotations for c in per_class.values()) == report.annotations == 423
+    assert per_class["person"].annotations == 140 and per_class["person"].precision >= 0.7  # measured 0.758
+    assert per_class["elephant"].precision == per_class["elephant"].recall == 1.0  # 7 of 7, measured

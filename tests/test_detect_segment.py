@@ -317,4 +317,10 @@ def test_eval_command_scores_an_annotated_set(tmp_path, untrained, ray_local):
     assert figures["images_in_index"] == 3 and figures["annotations"] == 3 and figures["boxes"] > 0
     assert 0 <= figures["precision"] <= 1 and 0 <= figures["recall"] <= 1 and 0 <= figures["mean_iou"] <= 1
     assert set(figures["class_iou"]) >= {"__background__"}
+    classes = figures["classes"]
+    assert classes["person"]["annotations"] == 2 and classes["dog"]["annotations"] == 1
+    assert sum(c["boxes"] for c in classes.values()) == figures["boxes"]
+    assert all(c["precision"] is None for c in classes.values() if not c["boxes"])  # undefined, not 0
+    text = CliRunner().invoke(cli, ["eval", str(annotations), "--images", str(images), "--index", str(index)]).output
+    assert "class             boxes annotated precision recall" in text and "\n  person " in text
     print(f"\nrandom-weight models on the generated set: {figures}")
