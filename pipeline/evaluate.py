@@ -65,26 +65,16 @@ class ClassBoxes:
 
 
 @dataclass
-class EvalReport:
-    """Detection and segmentation quality of an index against annotations."""
+class EvalReport(ClassBoxes):
+    """Detection and segmentation quality of an index against annotations: the detection
+    counts over all classes (inherited), then per class, then the masks'."""
 
     images: int = 0
     images_in_index: int = 0
-    annotations: int = 0
-    boxes: int = 0
-    true_positives: int = 0
     class_boxes: dict[str, ClassBoxes] = field(default_factory=dict)
     class_iou: dict[str, float] = field(default_factory=dict)
     stored_class_iou: dict[str, float] = field(default_factory=dict)
     """IoU of the masks as stored, where some were limited to boxes for drawing; else empty."""
-
-    @property
-    def precision(self) -> float:
-        return self.true_positives / self.boxes if self.boxes else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.true_positives / self.annotations if self.annotations else 0.0
 
     @property
     def mean_iou(self) -> float:
@@ -189,12 +179,13 @@ def evaluate_index(store: IndexStore, index_dir: Path, annotations_path: Path, i
             report.annotations += len(truth)
             report.boxes += len(record["objects"])
             report.true_positives += len(hits)
-            for attribute, labels in (("annotations", [t[0] for t in truth]),
-                                      ("boxes", [o["label"] for o in record["objects"]]),
-                                      ("true_positives", hits)):
-                for label in labels:
-                    counts = report.class_boxes.setdefault(label, ClassBoxes())
-                    setattr(counts, attribute, getattr(counts, attribute) + 1)
+            per_class = report.class_boxes
+            for label, _ in truth:
+                per_class.setdefault(label, ClassBoxes()).annotations += 1
+            for box in record["objects"]:
+                per_class.setdefault(box["label"], ClassBoxes()).boxes += 1
+            for label in hits:
+                per_class[label].true_positives += 1
         segmentation = record.get("segmentation")
         if segmentation:
             categories = get_spec(record["models"]["segment"]).categories
