@@ -116,7 +116,8 @@ def _unknown_hint(word: str) -> str:
     if word.lower() == "or":
         return "Every word must match (there is no OR): search for each word on its own."
     if word.lower() == "not":
-        return "To leave out photos showing something, put '-' before its word: `photos search dog -cat`."
+        return ("To leave out photos showing something, or taken somewhere, put '-' before its word: "
+                "`photos search dog -cat`, `photos search beach -lisbon`.")
     return (f"Nothing in this index is labelled {word!r}: try another word, or teach it with "
             f"`photos train {shlex.quote(word)} --examples PHOTOS...`")
 

@@ -5,8 +5,10 @@ Filters come from options (``--from 2019-06 --to 2019-08``, ``--year``, ``--mont
 itself: a year ("beach 2019"), a date ("2019-07" or "2019-07-14"), a month name ("snow
 january") or a place the index knows ("lisbon", "new york") is taken as a filter rather
 than as a label to look for. A place word is a filter only when it names no label, so
-"orange" stays the fruit. What is left are the label words of :mod:`pipeline.search`;
-a search may have filters and no words ("everything from 2019 in Lisbon").
+"orange" stays the fruit. A place written as an excluded term ("beach -lisbon", or
+quoted, "-new york") leaves out the photos taken there. What is left are the label words
+of :mod:`pipeline.search`; a search may have filters and no words ("everything from 2019
+in Lisbon").
 
 Dates are the local time the camera wrote (``photo_meta.taken``), so ``--month 12``
 is December where the photo was taken. ``--from`` and ``--to`` take a year, a month or
@@ -61,10 +63,11 @@ class Filters:
     camera: str | None = None
     near: tuple[float, float, float] | None = None  # latitude, longitude, km
     places: tuple[str, ...] = field(default=())  # folded names
+    not_places: tuple[str, ...] = field(default=())  # folded names of places excluded ("-lisbon")
 
     def __bool__(self) -> bool:
         return any(v not in (None, ()) for v in (self.date_from, self.date_to, self.month, self.camera,
-                                                  self.near, self.places))
+                                                  self.near, self.places, self.not_places))
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,12 @@ def split_query(store: IndexStore, raw_terms: Sequence[str], filters: Filters) -
                 i += n
                 break
         else:
-            words.append(rest[i])
+            excluded = fold(rest[i][1:]) if rest[i].startswith("-") else ""
+            if excluded and _is_place(store, excluded) and not matching_labels(
+                    store, Term(excluded, tuple(excluded.split()))):
+                filters = replace(filters, not_places=(*filters.not_places, excluded))
+            else:
+                words.append(rest[i])
             i += 1
     return words, filters
 
@@ -246,6 +254,8 @@ def filter_clauses(filters: Filters, common_places: set[str] | frozenset[str] = 
     clauses: list[ColumnElement[bool]] = []
     if conditions:  # joins photo_meta: only photos with metadata can pass these
         clauses.append(and_(photo_meta.c.photo_id == photos.c.id, *conditions))
+    for name in filters.not_places:
+        clauses.append(photos.c.id.not_in(select(photo_places.c.photo_id).where(photo_places.c.name == name)))
     for name in filters.places:
         if name in common_places:
             clauses.append(exists().where(photo_places.c.photo_id == photos.c.id, photo_places.c.name == name))

@@ -101,6 +101,14 @@ def test_a_place_in_the_query_filters_by_place(store):
     assert found(store, ["beach", "atlantis"]) == []  # neither a label nor a place: matches nothing
 
 
+def test_an_excluded_place_leaves_out_the_photos_taken_there(store):
+    assert found(store, ["beach", "-lisbon"]) == ["no-exif-beach.jpg", "porto-beach-2019.jpg"]  # no GPS: kept
+    assert found(store, ["beach", "-portugal"]) == ["no-exif-beach.jpg"]
+    assert found(store, ["beach", "-orange"]) == found(store, ["beach"])  # a label first: "-orange" is the fruit
+    assert found(store, ["snow", "-new york"]) == ["alps-snow-jan-2020.jpg"]  # a quoted place of two words
+    assert "ny-snow-jan-2019.jpg" not in found(store, ["-united states"])  # filters alone: newest first
+
+
 def test_filters_without_words(store):
     assert found(store, [], build_filters(year=2019, place="Lisbon")) == ["lisbon-beach-2019.jpg"]
     assert found(store, [], build_filters(date_from="2019-07", date_to="2020")) == [
