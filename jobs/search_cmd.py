@@ -14,7 +14,7 @@ import click
 
 from jobs.options import index_option, resolve_index_dir
 from pipeline.search import DEFAULT_MIN_SCORE
-from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, read_query, search_photos, unknown_words
+from pipeline.search_filters import DATE_FORMATS, SORTS, build_filters, read_query, search_query, unknown_words
 from pipeline.store import IndexStore
 
 
@@ -84,10 +84,9 @@ def search(terms: tuple[str, ...], index_dir: Path | None, limit: int, min_score
 
             for name in persons:
                 person_named(store, name)  # an unknown name is an error, not an empty result
-        found = search_photos(store, terms, filters, sort=sort, limit=limit, min_score=min_score,
-                              objects_of=objects_of, min_count=min_count, min_area=min_area,
-                              persons=persons)
-        query = read_query(store, terms)
+        query = read_query(store, terms, filters)
+        found = search_query(store, query, sort=sort, limit=limit, min_score=min_score,
+                             objects_of=objects_of, min_count=min_count, min_area=min_area, persons=persons)
         unknown = [] if found else unknown_words(store, query.words)
     if query.left_out:
         click.echo(f"(left out common words: {' '.join(query.left_out)})", err=True)

@@ -168,19 +168,37 @@ def split_query(store: IndexStore, raw_terms: Sequence[str], filters: Filters) -
             name = fold(" ".join(chunk))
             if any(t.startswith("-") for t in chunk) or not name:
                 continue
-            if _is_place(store, name) and not matching_labels(store, Term(name, tuple(name.split()))):
+            if _is_place_filter(store, name):
                 filters = replace(filters, places=(*filters.places, name))
                 i += n
                 break
         else:
             excluded = fold(rest[i][1:]) if rest[i].startswith("-") else ""
-            if excluded and _is_place(store, excluded) and not matching_labels(
-                    store, Term(excluded, tuple(excluded.split()))):
+            if excluded and _is_place_filter(store, excluded):
                 filters = replace(filters, not_places=(*filters.not_places, excluded))
             else:
                 words.append(rest[i])
             i += 1
     return words, filters
+
+
+@dataclass(frozen=True)
+class ReadQuery:
+    """A query as search reads it: label words, filters, and the common words left out."""
+
+    words: list[str]
+    filters: Filters
+    left_out: list[str]
+
+
+def read_query(store: IndexStore, raw_terms: Sequence[str], filters: Filters = Filters()) -> ReadQuery:
+    """Dates and places out first (so "isle of man" and "the hague" stay places), then the
+    common words (:mod:`pipeline.common_words`), then the places a quoted phrase held ("a
+    beach in lisbon")."""
+    words, filters = split_query(store, raw_terms, filters)
+    kept, left_out = drop_common_words(store, words)
+    words, filters = split_query(store, kept, filters) if left_out else (kept, filters)
+    return ReadQuery(words, filters, left_out)
 
 
 def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters = Filters(),
@@ -190,9 +208,15 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
     ``sort`` defaults to score when words remain after the filters are taken out, else date.
     ``options`` go to :func:`pipeline.search.search` (min_score, objects_of, min_count, min_area).
     """
+    return search_query(store, read_query(store, raw_terms, filters), sort, limit, **options)
+
+
+def search_query(store: IndexStore, query: ReadQuery, sort: str | None = None, limit: int = 20,
+                 **options: Any) -> list[PhotoHit]:
+    """:func:`search_photos` for a query already read (:func:`read_query`), for a caller
+    that also reports how it was read (the CLI's note on left-out words)."""
     if sort is not None and sort not in SORTS:
         raise QueryError(f"--sort must be one of {', '.join(SORTS)}, not {sort!r}")
-    query = read_query(store, raw_terms, filters)
     words, filters = query.words, query.filters
     if query.left_out and not any(_WORDS.search(w) for w in words) and not (
             filters or options.get("objects_of") or options.get("persons")):
@@ -213,25 +237,6 @@ def search_photos(store: IndexStore, raw_terms: Sequence[str], filters: Filters 
                         restrict_terms=bool(clauses) and _any_broad_term(store, words), **options)
     details = photo_details(store, [h.path for h in hits])
     return [PhotoHit(h, details.get(h.path, {})) for h in hits]
-
-
-@dataclass(frozen=True)
-class ReadQuery:
-    """A query as search reads it: label words, filters, and the common words left out."""
-
-    words: list[str]
-    filters: Filters
-    left_out: list[str]
-
-
-def read_query(store: IndexStore, raw_terms: Sequence[str], filters: Filters = Filters()) -> ReadQuery:
-    """Dates and places out first (so "isle of man" and "the hague" stay places), then the
-    common words (:mod:`pipeline.common_words`), then the places a quoted phrase held ("a
-    beach in lisbon")."""
-    words, filters = split_query(store, raw_terms, filters)
-    kept, left_out = drop_common_words(store, words)
-    words, filters = split_query(store, kept, filters) if left_out else (kept, filters)
-    return ReadQuery(words, filters, left_out)
 
 
 def unknown_words(store: IndexStore, words: Sequence[str]) -> list[str]:
@@ -307,9 +312,12 @@ def has_metadata(store: IndexStore) -> bool:
         )).scalar_one() == 2
 
 
-def _is_place(store: IndexStore, name: str) -> bool:
+def _is_place_filter(store: IndexStore, name: str) -> bool:
+    """Whether ``name`` (folded) is a place of the index's photos and no label's name: a
+    label comes first ("orange" is the fruit, also as "-orange")."""
     with store.engine.connect() as conn:
-        return conn.execute(select(photo_places.c.name).where(photo_places.c.name == name).limit(1)).first() is not None
+        place = conn.execute(select(photo_places.c.name).where(photo_places.c.name == name).limit(1)).first()
+    return place is not None and not matching_labels(store, Term(name, tuple(name.split())))
 
 
 def _any_broad_term(store: IndexStore, words: Sequence[str]) -> bool:
