@@ -96,7 +96,8 @@ def stage_arguments(settings: IndexSettings, plans: Sequence[ModelPlan], gpus: i
         "plans": list(plans), "weights_dir": settings.weights_dir,
         "options": TaskOptions(top_k=settings.top_k, score_threshold=settings.score_threshold,
                                mask_size=settings.mask_size),
-        "cpu_threads": None if gpus else settings.model_threads or default_threads,
+        # A GPU actor reserves no CPU, so Ray gives it one torch thread unless told.
+        "cpu_threads": settings.model_threads or (None if gpus else default_threads),
         "compute": ComputeOptions(settings.precision, settings.channels_last),
     }
 
@@ -114,7 +115,7 @@ class InferenceStage:
         """Load every model once. Weights are looked up again where this runs (a cluster
         node), with the same lookup the driver used to check them."""
         device = pick_device()
-        if device == "cpu" and cpu_threads:
+        if cpu_threads:
             torch.set_num_threads(cpu_threads)
         self.autocast: torch.dtype | None = None
         if device == "cuda":
