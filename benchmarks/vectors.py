@@ -172,6 +172,7 @@ def scale_ops(n: int, queries: int = 200) -> None:
     import tempfile
 
     from pipeline.class_features import FEATURES, ClassBasis, class_trees, classifier_layer
+    from pipeline.class_sets import ClassSets
     from pipeline.custom_labels import CHUNK, SAMPLED_NEGATIVES, STORED_MIN_SCORE
     from pipeline.duplicates import _IVF_CELLS, NEAR_THRESHOLD
     from pipeline.label_heads import Head, fit_unlabelled
@@ -223,7 +224,9 @@ def scale_ops(n: int, queries: int = 200) -> None:
     basis = ClassBasis("efficientnet_lite0", weight, bias, 13.6, class_trees(weight))
     y = np.array([1] * 10 + [0] * SAMPLED_NEGATIVES)
     t = time.perf_counter()
-    fold, _, _ = fit_unlabelled(basis.features(np.concatenate([positives, negatives])), y)
+    sample = np.concatenate([positives, negatives])
+    prob = basis.probabilities(sample)
+    fold, _, _ = fit_unlabelled(basis.features(sample, prob), y, classes=ClassSets(basis.groups, prob))
     head = Head("bench", "", [{**fold, "features": FEATURES}], basis)
     trained = time.perf_counter() - t
     t = time.perf_counter()

@@ -74,13 +74,19 @@ class ClassBasis:
             self._groups = csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, column))
         return self._groups
 
-    def features(self, vectors: np.ndarray) -> np.ndarray:
-        """[EMBEDDING_WEIGHT * e, unit(sqrt(group probability mass))] for N x d unit vectors."""
-        x = np.asarray(vectors, dtype=np.float32)
-        logits = self.scale * (x @ self.weight.T) + self.bias
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """The classifier's class probabilities, N x classes, from N x d unit embeddings."""
+        logits = self.scale * (np.asarray(vectors, dtype=np.float32) @ self.weight.T) + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         prob = np.exp(logits)
         prob /= prob.sum(axis=1, keepdims=True)
+        return prob
+
+    def features(self, vectors: np.ndarray, prob: np.ndarray | None = None) -> np.ndarray:
+        """[EMBEDDING_WEIGHT * e, unit(sqrt(group probability mass))] for N x d unit vectors
+        (``prob``: their :meth:`probabilities`, where the caller has them already)."""
+        x = np.asarray(vectors, dtype=np.float32)
+        prob = self.probabilities(x) if prob is None else prob
         mass = np.sqrt(np.asarray(self.groups.T.dot(prob.T).T, dtype=np.float32))
         mass /= np.linalg.norm(mass, axis=1, keepdims=True)
         return np.hstack([EMBEDDING_WEIGHT * x, mass])

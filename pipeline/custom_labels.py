@@ -10,9 +10,12 @@ sample of the rest of the index, which holds more photos of the concept, unlabel
 positive-unlabelled learning. The regression then estimates g(x) = P(example | x); with
 c = P(example | concept), the mean g of examples held out in cross-validation, a photo's
 score is g(x) / c, the probability that it shows the concept (Elkan & Noto, 2008), so 0.5
-means "more likely than not" in this library. The earlier way (negatives kept away from
-the examples, class-balanced weights, Platt scaling) scored the probability under equal
-priors: with 118 dogs among 1,000 photos, 67% of the photos it put at >= 0.5 were not dogs.
+means "more likely than not" in this library. Where the class basis is there, the score
+is the examples' class set instead (``pipeline/class_sets.py``: the group of alike
+classes they were most likely drawn from), vetoed where that regression scores low
+(``label_heads.VETO``). The earlier way (negatives kept away from the examples,
+class-balanced weights, Platt scaling) scored the probability under equal priors: with
+118 dogs among 1,000 photos, 67% of the photos it put at >= 0.5 were not dogs.
 With ``--negatives`` the photos are labelled both ways, and the head is Platt-calibrated
 (``CalibratedClassifierCV``, sigmoid, balanced) as before.
 
@@ -20,9 +23,9 @@ Scores of at least :data:`STORED_MIN_SCORE` go into the ``labels`` table with so
 ``custom``, and NAME into the full-text table, so `photos search NAME` finds them ranked
 by score, and combines with every other term. Heads are stored as plain numbers (JSON in
 the ``custom_heads`` table), never pickled: (coefficients, intercept, sigmoid a, b, divisor
-c, features), one set per calibration fold if ``label_heads.ENSEMBLE``, averaged as scikit-learn
-does; the class basis they need is kept per model in ``custom_bases`` (numpy ``.npz``
-bytes, read without pickle). After each nightly run
+c, features, class weights, veto), one set per calibration fold if ``label_heads.ENSEMBLE``,
+averaged as scikit-learn does; the class basis they need is kept per model in
+``custom_bases`` (numpy ``.npz`` bytes, read without pickle). After each nightly run
 :func:`apply_custom_labels` scores the photos that run committed (new, changed, moved).
 """
 
@@ -54,6 +57,7 @@ from sqlalchemy import (
 
 from pipeline import vocabulary
 from pipeline.class_features import FEATURES, ClassBasis, build_basis, classifier_layer
+from pipeline.class_sets import ClassSets
 from pipeline.errors import PhotosError
 from pipeline.label_heads import CustomLabelError, Head, cross_validate, fit_folds, fit_unlabelled
 from pipeline.pathnames import path_text
@@ -146,14 +150,17 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
                                "once (its weights are not on this machine; see `photos models list`), "
                                "or photos that are not this label: give --negatives")
     x = np.asarray(vectors.vectors[positive_rows + negative_rows], dtype=np.float32)
+    classes = None
     if basis is not None:
-        x = basis.features(x)
+        prob = basis.probabilities(x)
+        classes = ClassSets(basis.groups, prob)
+        x = basis.features(x, prob)
     y = np.array([1] * len(positive_rows) + [0] * len(negative_rows))
     if negatives:
         precision, recall = cross_validate(x, y, seed)
         folds = fit_folds(x, y, seed)
     else:
-        fold, precision, recall = fit_unlabelled(x, y, seed)
+        fold, precision, recall = fit_unlabelled(x, y, seed, classes)
         folds = [fold]
     features = FEATURES if basis is not None else "embedding"
     for fold in folds:
