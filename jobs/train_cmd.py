@@ -66,8 +66,10 @@ def labels(ctx: click.Context, index_dir: Path | None) -> None:
         if not heads:
             click.echo("No custom labels; make one with `photos train NAME --examples ...`.")
         for h in heads:
-            click.echo(f"{h['name']}: {h['examples']} examples, {h['negatives']} negatives, cross-validated "
-                       f"precision {h['precision']:.2f} recall {h['recall']:.2f}; {h['photos']:,} photos >= 0.5")
+            others, estimated = ((f"{h['negatives']} other photos (unlabelled)", " (estimated)") if h["unlabelled"]
+                                 else (f"{h['negatives']} negatives", ""))
+            click.echo(f"{h['name']}: {h['examples']} examples, {others}, cross-validated precision "
+                       f"{h['precision']:.2f}{estimated} recall {h['recall']:.2f}; {h['photos']:,} photos >= 0.5")
 
 
 @labels.command("remove")

@@ -258,7 +258,8 @@ def list_heads(store: IndexStore) -> list[dict[str, Any]]:
             matches = conn.execute(text("SELECT count(*) FROM labels WHERE source = :s AND label = :l "
                                         "AND score >= 0.5"), {"s": SOURCE, "l": r["name"]}).scalar_one()
             out.append({"name": r["name"], "model": r["model"], "examples": len(json.loads(r["examples"])),
-                        "negatives": r["negatives"], "precision": round(r["precision"], 3),
+                        "negatives": r["negatives"], "unlabelled": "c" in json.loads(r["folds"])[0],
+                        "precision": round(r["precision"], 3),
                         "recall": round(r["recall"], 3), "photos": matches, "created_at": r["created_at"]})
     return out
 

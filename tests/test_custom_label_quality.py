@@ -100,3 +100,6 @@ def test_examples_with_nothing_in_common_fall_back_to_the_regression_and_warn(do
         folds = json.loads(conn.execute("SELECT folds FROM custom_heads WHERE name = 'odds and ends'").fetchone()[0])
     assert "classes" not in folds[0]
     assert "warning: the label matches most photos" in result.output  # as the regression alone said before
+    listed = CliRunner().invoke(cli, ["labels", "--index", str(index)], catch_exceptions=False).output
+    assert "odds and ends: 10 examples, 175 other photos (unlabelled), cross-validated precision" in listed
+    assert "(estimated) recall" in listed
