@@ -120,10 +120,15 @@ def head_of(store: IndexStore, name: str) -> Head:
 
 
 class _EmbeddingOnly:
-    """Ablation: a class basis whose features are the embedding as it is."""
+    """Ablation: a class basis whose features are the embedding as it is, without class sets."""
+
+    features_name = "embedding"
 
     def features(self, vectors: np.ndarray) -> np.ndarray:
         return np.asarray(vectors, dtype=np.float32)
+
+    def training_features(self, vectors: np.ndarray, class_sets: bool) -> tuple[np.ndarray, None]:
+        return self.features(vectors), None
 
 
 def _embedding_only(store: IndexStore, vectors: object) -> _EmbeddingOnly:

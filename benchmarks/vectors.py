@@ -171,8 +171,10 @@ def scale_ops(n: int, queries: int = 200) -> None:
     disk), a full duplicates pass, and a custom label's train + apply-to-all, with memory."""
     import tempfile
 
+    from benchmarks.duplicates_eval import EVAL
+    from benchmarks.embedding_eval import label_of
+    from pipeline import vocabulary
     from pipeline.class_features import FEATURES, ClassBasis, class_trees, classifier_layer
-    from pipeline.class_sets import ClassSets
     from pipeline.custom_labels import CHUNK, SAMPLED_NEGATIVES, STORED_MIN_SCORE
     from pipeline.duplicates import _IVF_CELLS, NEAR_THRESHOLD
     from pipeline.label_heads import Head, fit_unlabelled
@@ -217,16 +219,18 @@ def scale_ops(n: int, queries: int = 200) -> None:
         print(f"  duplicates pass recall vs exact: {hits}/{len(exact)}")
     rng = np.random.default_rng(4)
     base = real_embeddings()
-    positives = base[rng.choice(len(base), 10, replace=False)]
+    dogs = vocabulary.expand("dog")  # examples that share a concept, as a user's do
+    is_dog = [label_of(p) in dogs for p in sorted(EVAL.iterdir())]
+    positives = base[rng.choice(np.flatnonzero(is_dog), 10, replace=False)]
     negatives = x[rng.choice(n, SAMPLED_NEGATIVES, replace=False)]
     weight, bias = classifier_layer("efficientnet_lite0")
     # 13.6: the probability scale fitted on the 1,000 eval photos' stored scores (class_features.fit_scale)
     basis = ClassBasis("efficientnet_lite0", weight, bias, 13.6, class_trees(weight))
     y = np.array([1] * 10 + [0] * SAMPLED_NEGATIVES)
     t = time.perf_counter()
-    sample = np.concatenate([positives, negatives])
-    prob = basis.probabilities(sample)
-    fold, _, _ = fit_unlabelled(basis.features(sample, prob), y, classes=ClassSets(basis.groups, prob))
+    features, classes = basis.training_features(np.concatenate([positives, negatives]), class_sets=True)
+    fold, _, _ = fit_unlabelled(features, y, classes=classes)
+    assert "classes" in fold, "the dog examples' class set covers most of the sample"
     head = Head("bench", "", [{**fold, "features": FEATURES}], basis)
     trained = time.perf_counter() - t
     t = time.perf_counter()

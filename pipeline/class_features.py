@@ -12,7 +12,8 @@ photo's class probabilities over every group gives features such as "how much of
 photo is any dog breed", without any list of concepts. On them the same head ranks 97%
 of the held-out dogs first; the mean over 9 concepts went from 0.54 to 0.76 (and 0.42 to
 0.71 on 10 concepts not used to choose the settings; ``--embedding-only`` gives the former).
-See the README for the table.
+That was the regression's ranking; a label now scores by its class set where it has one
+(``pipeline/class_sets.py``, built on the same groups). See the README for the table.
 
 Only the stored embedding is needed: the probabilities are ``softmax(s * W e + b)``
 with the last layer (W, b) and one scale ``s`` standing for the pooled features' norm,
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.class_sets import ClassSets
 
 EMBEDDING_WEIGHT = 0.5
 """The embedding's share next to the unit-length group features (0.25-1 measured alike on
@@ -82,14 +85,29 @@ class ClassBasis:
         prob /= prob.sum(axis=1, keepdims=True)
         return prob
 
-    def features(self, vectors: np.ndarray, prob: np.ndarray | None = None) -> np.ndarray:
+    @property
+    def features_name(self) -> str:
+        """What a head fitted on :meth:`features` records as its features."""
+        return FEATURES
+
+    def group_mass(self, prob: np.ndarray) -> np.ndarray:
+        """Each photo's class probability summed over every group: N x groups, from N x classes."""
+        return np.asarray(self.groups.T.dot(np.asarray(prob).T).T, dtype=np.float32)
+
+    def features(self, vectors: np.ndarray, *, mass: np.ndarray | None = None) -> np.ndarray:
         """[EMBEDDING_WEIGHT * e, unit(sqrt(group probability mass))] for N x d unit vectors
-        (``prob``: their :meth:`probabilities`, where the caller has them already)."""
+        (``mass``: their :meth:`group_mass`, where the caller has it already)."""
         x = np.asarray(vectors, dtype=np.float32)
-        prob = self.probabilities(x) if prob is None else prob
-        mass = np.sqrt(np.asarray(self.groups.T.dot(prob.T).T, dtype=np.float32))
-        mass /= np.linalg.norm(mass, axis=1, keepdims=True)
-        return np.hstack([EMBEDDING_WEIGHT * x, mass])
+        root = np.sqrt(self.group_mass(self.probabilities(x)) if mass is None else mass)
+        root /= np.linalg.norm(root, axis=1, keepdims=True)
+        return np.hstack([EMBEDDING_WEIGHT * x, root])
+
+    def training_features(self, vectors: np.ndarray, class_sets: bool) -> tuple[np.ndarray, ClassSets | None]:
+        """A head's training sample: its :meth:`features` and, where ``class_sets`` (examples
+        against unlabelled photos), its :class:`~pipeline.class_sets.ClassSets`."""
+        prob = self.probabilities(vectors)
+        mass = self.group_mass(prob)
+        return self.features(vectors, mass=mass), ClassSets(self.groups, prob, mass) if class_sets else None
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

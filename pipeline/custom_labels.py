@@ -57,7 +57,6 @@ from sqlalchemy import (
 
 from pipeline import vocabulary
 from pipeline.class_features import FEATURES, ClassBasis, build_basis, classifier_layer
-from pipeline.class_sets import ClassSets
 from pipeline.errors import PhotosError
 from pipeline.label_heads import CustomLabelError, Head, cross_validate, fit_folds, fit_unlabelled
 from pipeline.pathnames import path_text
@@ -93,7 +92,7 @@ custom_heads = Table(
     Column("name", Text, primary_key=True),
     Column("model", Text, nullable=False),  # the classifier whose embeddings it was trained on
     Column("dim", Integer, nullable=False),
-    Column("folds", Text, nullable=False),  # JSON [{coef, intercept, a, b}]
+    Column("folds", Text, nullable=False),  # JSON [{coef, intercept, a, b[, c, classes, veto], features}]
     Column("examples", Text, nullable=False),  # JSON list of paths
     Column("negatives", Integer, nullable=False),
     Column("precision", Float, nullable=False),  # cross-validated, at score 0.5
@@ -152,9 +151,7 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
     x = np.asarray(vectors.vectors[positive_rows + negative_rows], dtype=np.float32)
     classes = None
     if basis is not None:
-        prob = basis.probabilities(x)
-        classes = ClassSets(basis.groups, prob)
-        x = basis.features(x, prob)
+        x, classes = basis.training_features(x, class_sets=not negatives)
     y = np.array([1] * len(positive_rows) + [0] * len(negative_rows))
     if negatives:
         precision, recall = cross_validate(x, y, seed)
@@ -162,7 +159,7 @@ def train_label(index_dir: Path, store: IndexStore, name: str, examples: Sequenc
     else:
         fold, precision, recall = fit_unlabelled(x, y, seed, classes)
         folds = [fold]
-    features = FEATURES if basis is not None else "embedding"
+    features = basis.features_name if basis is not None else "embedding"
     for fold in folds:
         fold["features"] = features
     head = Head(name, vectors.model or "", folds, basis)

