@@ -86,6 +86,7 @@ def transfer_proof(index_dir: Path, store: IndexStore, photos: list[Path], draws
           "train prints: precision / recall | train + apply s |")
     print("|---|---|---|---|---|---|---|")
     vectors = open_vectors(index_dir, store)
+    met, near = [], []  # concepts whose unrounded mean precision and recall reach 0.9, or 0.85
     for concept in concepts:
         labels = vocabulary.expand(concept)
         positives = [str(p) for p in photos if label_of(p) in labels]
@@ -110,6 +111,10 @@ def transfer_proof(index_dir: Path, store: IndexStore, photos: list[Path], draws
         sd = {k: float(np.std(v)) for k, v in figures.items()}
         print(f"| {concept} | {len(positives)} | {m['p']:.2f} +- {sd['p']:.2f} | {m['r']:.2f} +- {sd['r']:.2f} | "
               f"{m['rp']:.2f} +- {sd['rp']:.2f} | {m['cvp']:.2f} / {m['cvr']:.2f} | {m['s']:.1f} |", flush=True)
+        if min(m["p"], m["r"]) >= 0.85:
+            (met if min(m["p"], m["r"]) >= 0.9 else near).append(f"{concept} {m['p']:.3f} / {m['r']:.3f}")
+    print(f"\nprecision and recall >= 0.9 (unrounded means): {len(met)} of {len(concepts)}: {', '.join(met)}; "
+          f">= 0.85: {', '.join(near) or 'none'}")
 
 
 def head_of(store: IndexStore, name: str) -> Head:

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from pipeline.class_sets import ClassSets
-from pipeline.label_heads import Head, _vetoed, fit_unlabelled
+from pipeline.label_heads import Head, _combined, fit_unlabelled
 
 CLASSES = 6
 SMALL = [0, 1, 2]
@@ -71,7 +71,8 @@ def test_the_veto_lowers_photos_the_regression_doubts_and_old_heads_score_as_bef
     g = 1 / (1 + np.exp(-x[:, 0]))
     # A head stored before class sets (no "classes"): g / c, kept in order above 1.
     assert np.allclose(head.scores(x)[:2], g[:2] / 0.5, atol=1e-5) and 0.999 < head.scores(x)[2] < 1
-    class_set = np.array([0.9, 0.9, 0.9, 0.2])
-    vetoed = _vetoed(class_set, np.array([0.1, 0.4, 0.6, 0.9]), veto=0.4)
+    class_set = np.array([0.9, 0.9, 0.9, 0.2, 0.3])
+    combined = _combined(class_set, np.array([0.1, 0.4, 0.6, 0.9, 0.7]), veto=0.4)
     # Under the veto: 0.5 x 0.1 / 0.4, not listed; at it: 0.5; up to twice it: in proportion.
-    assert np.allclose(vetoed, [0.125, 0.5, 0.75, 0.2])
+    # The regression's 0.9 with a class set of 0.2: not seconded (0.4); 0.7 with 0.3: 0.6.
+    assert np.allclose(combined, [0.125, 0.5, 0.75, 0.4, 0.6])
