@@ -117,18 +117,21 @@ def fit_unlabelled(x: np.ndarray, y: np.ndarray, seed: int = 0,
 
     The regression's score is min(1, g(x) / c): g an unweighted logistic regression, c the
     mean g of the examples each held out of its fit (stratified k-fold, k <= 5). With the
-    rows' ``classes``, the score is the class-set score (``pipeline/class_sets.py``) vetoed
-    by that regression (:data:`VETO`). Recall is
-    the share of held-out examples at >= 0.5; precision cannot be counted, since nobody
-    said which unlabelled photos are the concept, so it is the one the scores imply: the
-    mean score of the held-out unlabelled photos at >= 0.5 (0 when none are).
-    ``benchmarks/embedding_eval.py`` compares both with the truth.
+    rows' ``classes``, the score is the class-set score (``pipeline/class_sets.py``) and
+    that regression's together (:func:`_combined`). Recall is the share of held-out
+    examples at >= 0.5; precision cannot be counted, since nobody said which unlabelled
+    photos are the concept, so it is the one the scores imply: the mean score of the
+    held-out unlabelled photos at >= 0.5 (0 when none are). ``benchmarks/embedding_eval.py``
+    compares both with the truth.
     """
     from sklearn.model_selection import StratifiedKFold
 
     positives = int(y.sum())
-    if classes is not None and np.mean(classes.scores(np.flatnonzero(y == 1))[y == 0] >= 0.5) > MAX_SET_SHARE:
-        classes = None  # the examples share nothing narrower than "a photo": the regression alone
+    weights = None
+    if classes is not None:
+        weights = classes.weights(np.flatnonzero(y == 1))
+        if np.mean((classes.prob @ weights)[y == 0] >= 0.5) > MAX_SET_SHARE:
+            classes = weights = None  # the examples share nothing narrower than "a photo"
     held = np.zeros(len(y))  # each row's g, from the fold that held it out
     folds = []  # (held-out rows, that fold's g of every row, its class-set score of every row)
     for train, held_out in StratifiedKFold(max(2, min(5, positives)), shuffle=True,
@@ -156,8 +159,7 @@ def fit_unlabelled(x: np.ndarray, y: np.ndarray, seed: int = 0,
     model = _logistic(x, y, seed)
     fold: dict[str, Any] = {"coef": model.coef_[0].astype(float).tolist(), "intercept": float(model.intercept_[0]),
                             "a": -1.0, "b": 0.0, "c": c}
-    if classes is not None:
-        weights = classes.weights(np.flatnonzero(y == 1))
+    if classes is not None and weights is not None:
         fold["classes"] = weights.tolist()
         fold["veto"] = _veto(classes.prob @ weights, np.minimum(1.0, model.predict_proba(x)[:, 1] / c))
     return fold, precision, recall
