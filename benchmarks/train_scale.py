@@ -39,10 +39,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from benchmarks.duplicates_eval import EVAL
-from benchmarks.embedding_eval import label_of
-from benchmarks.vectors import real_embeddings
-from pipeline import vocabulary
+from benchmarks.vectors import real_embeddings, real_rows_in
 from pipeline.class_features import ClassBasis, class_trees, classifier_layer
 from pipeline.concept_scores import ensure_concept_scores
 from pipeline.custom_labels import STORED_MIN_SCORE, custom_bases, custom_heads, train_label
@@ -66,8 +63,6 @@ def prepare(index: Path, noise: float, seed: int = 0) -> list[str]:
     db = sqlite3.connect(index / "index.sqlite")
     ids, paths = zip(*db.execute("SELECT id, path FROM photos ORDER BY id").fetchall())
     base = real_embeddings()
-    dogs = vocabulary.expand("dog")
-    is_dog = np.array([label_of(p) in dogs for p in sorted(EVAL.iterdir())])
     rng = np.random.default_rng(seed)
     sources = rng.integers(0, len(base), len(paths))
     vectors = np.empty((len(paths), base.shape[1]), np.float16)
@@ -76,7 +71,7 @@ def prepare(index: Path, noise: float, seed: int = 0) -> list[str]:
         vectors[i:i + 100_000] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     examples_dir = index / "examples"
     examples_dir.mkdir(exist_ok=True)
-    rows = rng.choice(np.flatnonzero(is_dog[sources]), 10, replace=False)
+    rows = rng.choice(np.flatnonzero(np.isin(sources, real_rows_in("dog"))), 10, replace=False)
     path_list = list(paths)
     for row in rows:
         path_list[row] = str(examples_dir / f"dog-{row}.jpg")

@@ -36,10 +36,23 @@ def real_embeddings() -> np.ndarray:
         return np.load(EMBEDDINGS_CACHE)
     from pipeline.embeddings import embed_files
 
-    photos = sorted((Path(__file__).resolve().parents[2] / "shared" / "eval" / "imagenet-samples").iterdir())
-    vectors = embed_files([str(p) for p in photos]).astype(np.float32)
+    vectors = embed_files([str(p) for p in _eval_photos()]).astype(np.float32)
     np.save(EMBEDDINGS_CACHE, vectors)
     return vectors
+
+
+def real_rows_in(concept: str) -> np.ndarray:
+    """The rows of :func:`real_embeddings` whose eval photo is of ``concept`` (a vocabulary
+    word): example photos that share a concept, as a user's do."""
+    from benchmarks.embedding_eval import label_of
+    from pipeline import vocabulary
+
+    labels = vocabulary.expand(concept)
+    return np.flatnonzero([label_of(p) in labels for p in _eval_photos()])
+
+
+def _eval_photos() -> list[Path]:
+    return sorted((Path(__file__).resolve().parents[2] / "shared" / "eval" / "imagenet-samples").iterdir())
 
 
 def synthetic(n: int, seed: int = 0, noise: float = 0.04) -> np.ndarray:
@@ -171,9 +184,6 @@ def scale_ops(n: int, queries: int = 200) -> None:
     disk), a full duplicates pass, and a custom label's train + apply-to-all, with memory."""
     import tempfile
 
-    from benchmarks.duplicates_eval import EVAL
-    from benchmarks.embedding_eval import label_of
-    from pipeline import vocabulary
     from pipeline.class_features import FEATURES, ClassBasis, class_trees, classifier_layer
     from pipeline.custom_labels import CHUNK, SAMPLED_NEGATIVES, STORED_MIN_SCORE
     from pipeline.duplicates import _IVF_CELLS, NEAR_THRESHOLD
@@ -219,9 +229,7 @@ def scale_ops(n: int, queries: int = 200) -> None:
         print(f"  duplicates pass recall vs exact: {hits}/{len(exact)}")
     rng = np.random.default_rng(4)
     base = real_embeddings()
-    dogs = vocabulary.expand("dog")  # examples that share a concept, as a user's do
-    is_dog = [label_of(p) in dogs for p in sorted(EVAL.iterdir())]
-    positives = base[rng.choice(np.flatnonzero(is_dog), 10, replace=False)]
+    positives = base[rng.choice(real_rows_in("dog"), 10, replace=False)]
     negatives = x[rng.choice(n, SAMPLED_NEGATIVES, replace=False)]
     weight, bias = classifier_layer("efficientnet_lite0")
     # 13.6: the probability scale fitted on the 1,000 eval photos' stored scores (class_features.fit_scale)
