@@ -9,7 +9,7 @@ import torch
 from models.base import TaskOptions
 from models.registry import get_spec
 from pipeline.decode import decode_batch
-from pipeline.inference import ComputeOptions, InferenceStage, ModelPlan, autocast_dtype
+from pipeline.inference import ComputeOptions, InferenceStage, ModelPlan, autocast_dtype, stage_arguments
 from pipeline.job import Placement, plan_placement
 from pipeline.settings import IndexSettings
 
@@ -28,6 +28,17 @@ from pipeline.settings import IndexSettings
 ])
 def test_actor_pool_is_sized_to_the_cluster(cluster, gpu, settings, expected):
     assert plan_placement(IndexSettings(**settings), cluster, gpu) == expected
+
+
+@pytest.mark.parametrize(("gpus", "model_threads", "expected"), [
+    (0, None, 2),  # a CPU actor: the default it is given
+    (0, 3, 3),
+    (1, None, None),  # a GPU actor: Ray's one thread
+    (1, 3, 3),  # --model-threads applies on GPU too (it was ignored there)
+])
+def test_model_threads_reach_cpu_and_gpu_actors(gpus, model_threads, expected):
+    arguments = stage_arguments(IndexSettings(model_threads=model_threads), [], gpus, default_threads=2)
+    assert arguments["cpu_threads"] == expected
 
 
 def test_light_models_share_a_gpu_four_ways_unless_told():
